@@ -1,6 +1,318 @@
-//! The backend abstraction: instances, images, jobs, object storage.
+//! The backend abstraction: instances, images, jobs and object storage.
 //!
-//! (Being written: the full trait lands with the session.)
+//! A backend is the cloud the session talks to. The session only sees the [`Backend`] trait and
+//! the domain types of this module (states, instances, images, job reports); SDK types never leave
+//! a backend's own module. Two implementations are planned: `local` (the embedded default: real
+//! processes in sandboxed workspaces and an S3-compatible endpoint on loopback) and `aws` (the
+//! official SDK, also against any AWS-compatible endpoint). Decorators (fault injection, call
+//! recording) wrap a `Box<dyn Backend>`. Waits are not part of the trait: the session polls
+//! `describe_*` calls through `wait.rs`, so every backend gets the same progress display,
+//! deadlines and Ctrl-C handling.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Which backend a session uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// The embedded backend: everything on this machine (the default).
+    #[default]
+    Local,
+    /// Amazon Web Services or an AWS-compatible endpoint.
+    Aws,
+}
+
+impl BackendKind {
+    /// The name used on the command line and in state files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Aws => "aws",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(BackendKind::Local),
+            "aws" => Ok(BackendKind::Aws),
+            other => Err(format!("unknown backend `{other}`: expected `local` or `aws`")),
+        }
+    }
+}
+
+/// The lifecycle state of an instance, with EC2's names and codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    /// EC2's name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    /// EC2's numeric code of the state (the low byte of `State.Code`).
+    pub fn code(self) -> u8 {
+        match self {
+            InstanceState::Pending => 0,
+            InstanceState::Running => 16,
+            InstanceState::ShuttingDown => 32,
+            InstanceState::Terminated => 48,
+            InstanceState::Stopping => 64,
+            InstanceState::Stopped => 80,
+        }
+    }
+
+    /// Whether an instance in this state still costs compute time or may become running again
+    /// without a new launch, so that a second launch would break "one live instance".
+    pub fn is_live(self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running | InstanceState::Stopping)
+    }
+
+    /// All states, for parsing and tests.
+    pub const ALL: [InstanceState; 6] = [
+        InstanceState::Pending,
+        InstanceState::Running,
+        InstanceState::ShuttingDown,
+        InstanceState::Terminated,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+    ];
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InstanceState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        InstanceState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown instance state `{s}`"))
+    }
+}
+
+/// What a backend knows about one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub state: InstanceState,
+    /// The cloud's reason for the last state change, if it gave one.
+    pub state_reason: Option<String>,
+    /// Launch (or last start) time, epoch seconds.
+    pub launch_time: Option<i64>,
+    pub public_ip: Option<String>,
+    pub private_ip: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// `(system, instance)` status check results ("ok", "initializing", "impaired"...), when known.
+    pub status_checks: Option<(String, String)>,
+}
+
+/// Everything needed to launch an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LaunchSpec {
+    pub image_id: String,
+    pub instance_type: String,
+    pub key_name: Option<String>,
+    pub security_groups: Vec<String>,
+    pub iam_instance_profile: Option<String>,
+    /// Root volume size in GiB, on the image's own root device.
+    pub volume_size: Option<u32>,
+    /// Tags applied to the instance and its volume at launch.
+    pub tags: Vec<(String, String)>,
+    pub dry_run: bool,
+}
+
+/// The state of a machine image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageState {
+    Pending,
+    Available,
+    Failed,
+    Deregistered,
+    /// Any other state the cloud reports (kept verbatim).
+    Other(String),
+}
+
+impl ImageState {
+    /// The cloud's name of the state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ImageState::Pending => "pending",
+            ImageState::Available => "available",
+            ImageState::Failed => "failed",
+            ImageState::Deregistered => "deregistered",
+            ImageState::Other(s) => s,
+        }
+    }
+
+    /// Parses a state name; unknown names are kept as [`ImageState::Other`].
+    pub fn parse(s: &str) -> ImageState {
+        match s {
+            "pending" => ImageState::Pending,
+            "available" => ImageState::Available,
+            "failed" => ImageState::Failed,
+            "deregistered" => ImageState::Deregistered,
+            other => ImageState::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ImageState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a backend knows about one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub state: ImageState,
+    pub state_reason: Option<String>,
+    /// Creation time, epoch seconds.
+    pub created: Option<i64>,
+    pub source_instance: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// Snapshot progress in percent while pending.
+    pub progress: Option<u8>,
+    pub root_device_name: Option<String>,
+    pub snapshot_ids: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A request to create an image from an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRequest {
+    pub instance_id: String,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+}
+
+/// An image alias (`ubuntu22`) resolved to an id, with where the answer came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    pub alias: String,
+    pub image_id: String,
+    /// Where the id came from (a parameter name, "built-in table", "local base image").
+    pub source: String,
+    /// When the id was published, if known (epoch seconds).
+    pub published: Option<i64>,
+}
+
+/// A shell command to run on an instance, as SSM's AWS-RunShellScript document takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub instance_id: String,
+    pub commands: Vec<String>,
+    pub working_directory: String,
+    /// SSM `executionTimeout`, seconds.
+    pub execution_timeout: u64,
+    /// Where stdout/stderr are written: bucket and key prefix (e.g. `debug_direct/`).
+    pub output_bucket: String,
+    pub output_prefix: String,
+}
+
+/// The status of a command on an instance, with SSM's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    InProgress,
+    Delayed,
+    Success,
+    Cancelled,
+    TimedOut,
+    Failed,
+    Cancelling,
+}
+
+impl JobState {
+    /// SSM's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "Pending",
+            JobState::InProgress => "InProgress",
+            JobState::Delayed => "Delayed",
+            JobState::Success => "Success",
+            JobState::Cancelled => "Cancelled",
+            JobState::TimedOut => "TimedOut",
+            JobState::Failed => "Failed",
+            JobState::Cancelling => "Cancelling",
+        }
+    }
+
+    /// Whether the command has finished (for better or worse).
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Success | JobState::Cancelled | JobState::TimedOut | JobState::Failed)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a backend knows about one command on one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReport {
+    pub command_id: String,
+    pub instance_id: String,
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    /// Start and end, epoch seconds.
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+}
+
+/// One object in a bucket listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Last modification, epoch seconds.
+    pub modified: Option<i64>,
+}
+
+/// Who the backend acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The caller's ARN (used as the `OwnerArn` tag).
+    pub arn: String,
+    pub account: String,
+}
 
 /// A failure reported by a backend.
 #[derive(Debug, thiserror::Error)]
@@ -8,7 +320,110 @@ pub enum BackendError {
     /// The thing asked for does not exist.
     #[error("{what} `{id}` does not exist")]
     NotFound { what: &'static str, id: String },
+    /// The operation is not allowed in the resource's current state.
+    #[error("{what} `{id}` is {state}: {message}")]
+    InvalidState { what: &'static str, id: String, state: String, message: String },
+    /// Credentials are missing or expired.
+    #[error("no valid credentials: {message}; {hint}")]
+    Credentials { message: String, hint: String },
+    /// The endpoint could not be reached.
+    #[error("cannot reach `{endpoint}`: {message}")]
+    Unreachable { endpoint: String, message: String },
+    /// A dry run would have succeeded (EC2's `DryRunOperation`).
+    #[error("dry run succeeded: the request would have been accepted")]
+    DryRunOk,
     /// Any other failure of the service, with its error code when it has one.
     #[error("{}{message}", code.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]
     Service { code: Option<String>, message: String },
+}
+
+/// The cloud a session talks to. All calls return domain types; none block on a wait.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Who the backend acts as (also the credential preflight).
+    async fn identity(&self) -> Result<Identity, BackendError>;
+
+    /// Resolves an image alias such as `ubuntu22`; `Ok(None)` when the name is not an alias.
+    async fn resolve_alias(&self, name: &str) -> Result<Option<ResolvedImage>, BackendError>;
+
+    /// Describes an image.
+    async fn describe_image(&self, image_id: &str) -> Result<Image, BackendError>;
+
+    /// Launches one instance; returns it as first described (usually `pending`).
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Instance, BackendError>;
+
+    /// Describes an instance; `NotFound` when the cloud has no trace of it.
+    async fn describe_instance(&self, instance_id: &str) -> Result<Instance, BackendError>;
+
+    /// Starts a stopped instance.
+    async fn start(&self, instance_id: &str) -> Result<(), BackendError>;
+
+    /// Stops a running instance.
+    async fn stop(&self, instance_id: &str) -> Result<(), BackendError>;
+
+    /// Terminates an instance.
+    async fn terminate(&self, instance_id: &str) -> Result<(), BackendError>;
+
+    /// Creates or replaces tags on an instance (and, where the cloud has them, its volumes).
+    async fn set_tags(
+        &self,
+        instance_id: &str,
+        tags: &[(String, String)],
+        dry_run: bool,
+    ) -> Result<(), BackendError>;
+
+    /// Starts creating an image from an instance; returns the new image id at once.
+    async fn create_image(&self, request: &ImageRequest) -> Result<String, BackendError>;
+
+    /// Deregisters an image and deletes its snapshots.
+    async fn delete_image(&self, image_id: &str) -> Result<(), BackendError>;
+
+    /// Sends a shell command to an instance; returns the command id.
+    async fn send_command(&self, job: &JobSpec) -> Result<String, BackendError>;
+
+    /// Describes a command's execution on an instance.
+    async fn describe_command(&self, command_id: &str, instance_id: &str) -> Result<JobReport, BackendError>;
+
+    /// Cancels a command.
+    async fn cancel_command(&self, command_id: &str, instance_id: &str) -> Result<(), BackendError>;
+
+    /// Writes an object.
+    async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), BackendError>;
+
+    /// Reads an object; `NotFound` when it does not exist.
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, BackendError>;
+
+    /// Lists the objects whose keys start with `prefix`.
+    async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
+
+    /// Uploads a local file (multipart and concurrent where large).
+    async fn upload_file(&self, bucket: &str, key: &str, local: &Path) -> Result<u64, BackendError>;
+
+    /// Downloads an object to a local file, never leaving a partial file under the final name.
+    async fn download_file(&self, bucket: &str, key: &str, local: &Path) -> Result<u64, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_states_round_trip_with_ec2_codes() {
+        for st in InstanceState::ALL {
+            assert_eq!(st.as_str().parse::<InstanceState>(), Ok(st));
+        }
+        assert_eq!(InstanceState::Running.code(), 16);
+        assert_eq!(InstanceState::Stopped.code(), 80);
+        assert!("bogus".parse::<InstanceState>().is_err());
+        assert!(InstanceState::Stopping.is_live() && !InstanceState::Stopped.is_live());
+    }
+
+    #[test]
+    fn backend_kind_parses() {
+        assert_eq!("aws".parse::<BackendKind>(), Ok(BackendKind::Aws));
+        assert!("gcp".parse::<BackendKind>().unwrap_err().contains("`local` or `aws`"));
+    }
 }

@@ -32,10 +32,17 @@ pub enum Error {
 
     /// A file could not be read, written or created.
     #[error("could not {action} `{}`", path.display())]
-    Io { action: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
     /// A name given to `init` breaks the naming rule.
-    #[error("invalid blueprint name `{name}`: use only lowercase letters, digits and dashes (`^[a-z0-9-]+$`), e.g. `my-analysis`")]
+    #[error(
+        "invalid blueprint name `{name}`: use only lowercase letters, digits and dashes (`^[a-z0-9-]+$`), e.g. `my-analysis`"
+    )]
     InvalidName { name: String },
 
     /// `init` refuses to overwrite an existing folder.
@@ -51,11 +58,15 @@ pub enum Error {
     UnknownCommand { name: String, suggestion: Option<String> },
 
     /// The command needs a blueprint and the session has none.
-    #[error("no blueprint is open; start devami with a blueprint folder (`devami DIR`) or type `devami = NeuroCaaSAMI(\"DIR\")`")]
+    #[error(
+        "no blueprint is open; start devami with a blueprint folder (`devami DIR`) or type `devami = NeuroCaaSAMI(\"DIR\")`"
+    )]
     NoBlueprint,
 
     /// The command needs a backend that this build cannot provide yet.
-    #[error("the `{backend}` backend is not available in this build, so `{command}` cannot run; blueprint, session and script commands still work")]
+    #[error(
+        "the `{backend}` backend is not available in this build, so `{command}` cannot run; blueprint, session and script commands still work"
+    )]
     NoBackend { backend: String, command: String },
 
     /// Another devami process holds the blueprint's session lock.
@@ -67,7 +78,9 @@ pub enum Error {
     StateCorrupt { path: PathBuf, message: String },
 
     /// A command needs a confirmation and there is nobody to ask.
-    #[error("`{command}` needs confirmation ({question}) and input is not a terminal; rerun with `--yes` to confirm")]
+    #[error(
+        "`{command}` needs confirmation ({question}) and input is not a terminal; rerun with `--yes` to confirm"
+    )]
     ConfirmationRequired { command: String, question: String },
 
     /// Ctrl-C cancelled the running command.
@@ -84,7 +97,11 @@ pub enum Error {
 
     /// A backend call failed.
     #[error("{op} failed")]
-    Backend { op: &'static str, #[source] source: BackendError },
+    Backend {
+        op: &'static str,
+        #[source]
+        source: BackendError,
+    },
 
     /// A command that cannot run in the session's current state, with the reason.
     #[error("{0}")]

@@ -1,18 +1,30 @@
 //! devami, the NeuroCAAS developer shell.
 //!
 //! A session holds one [`session::DevAmi`] bound to one blueprint folder and offers the whole
-//! development loop as commands. See `docs/ARCHITECTURE.md` for the code map and invariants.
+//! development loop as commands, typed at a prompt (`shell`), run from files (`script`) or
+//! replayed from tutorials (`tutorial`). See `docs/ARCHITECTURE.md` for the code map and the
+//! invariants the modules keep.
 
 pub mod backend;
 pub mod blueprint;
+pub mod cli;
+pub mod clock;
 pub mod command;
+pub mod console;
 pub mod error;
+pub mod interrupt;
 pub mod jsonspan;
 pub mod lint;
 pub mod output;
 pub mod parse;
 pub mod prose;
 pub mod scaffold;
+pub mod script;
+pub mod session;
+pub mod shell;
+pub mod state;
 pub mod transcript;
+pub mod tutorial;
 
 pub use error::{Error, Result};
+pub use session::DevAmi;

@@ -1,1 +1,11 @@
+//! The one integration-test binary: drives the real `devami` executable.
+//!
+//! Modules: `cli` (modes, exit codes, bad input), `docs` (every transcript in README.md, docs/ and
+//! examples/ executed), `pty` (a pseudo-terminal typing into the real shell), `lock` (two shells
+//! on one blueprint).
 
+mod cli;
+mod docs;
+mod lock;
+mod pty;
+mod support;

@@ -1,0 +1,225 @@
+//! The process command line: which mode to run and with which options.
+//!
+//! `devami [DIR]` opens the shell (or runs stdin as a script when it is not a terminal),
+//! `devami [DIR] -c 'cmd; cmd'` runs one-shots, `devami run FILE`, `devami tutorial FILE.md`,
+//! `devami check DIR...` and `devami init NAME`. DIR defaults to the current folder when it holds
+//! a blueprint. Everything after option parsing is shared with the shell: the same session, the
+//! same commands, the same output. Exit statuses are documented in `docs/commands.md`.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::BackendKind;
+use crate::blueprint::BLUEPRINT_FILE;
+use crate::console::Console;
+use crate::error::{Error, Result};
+use crate::interrupt;
+use crate::lint;
+use crate::parse;
+use crate::scaffold;
+use crate::script::{self, RunOptions};
+use crate::session::{DevAmi, Options};
+use crate::shell;
+use crate::transcript::{self, Kind, Step};
+use crate::tutorial::{self, PlayOptions};
+
+/// devami: the NeuroCAAS developer shell.
+#[derive(Debug, Parser)]
+#[command(name = "devami", version, about, args_conflicts_with_subcommands = true)]
+#[command(after_help = "Run `devami DIR` and type `help` for the shell's commands.")]
+pub struct Cli {
+    /// Blueprint folder to open (default: the current folder, when it holds a blueprint).
+    pub dir: Option<PathBuf>,
+    /// Run these commands (separated by `;`) and exit.
+    #[arg(short = 'c', long = "command", value_name = "COMMANDS")]
+    pub command: Option<String>,
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+}
+
+/// Options every mode accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Where instances, images and jobs live.
+    #[arg(long, global = true, default_value = "local", value_parser = parse_backend, env = "DEVAMI_BACKEND")]
+    pub backend: BackendKind,
+    /// Answer yes to every confirmation (needed for confirmations in scripts).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// In scripts and one-shots, go on after a failed command.
+    #[arg(long, global = true)]
+    pub keep_going: bool,
+}
+
+/// The modes besides the shell.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Run a script or transcript (`-` reads stdin), echoing each command.
+    Run {
+        /// The script (`*.devami`, plain commands or a transcript) or markdown file.
+        file: PathBuf,
+        /// Blueprint folder to open first.
+        #[arg(long, short = 'd')]
+        dir: Option<PathBuf>,
+        /// Compare each command's output with the transcript and fail on a difference.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Replay a markdown tutorial step by step.
+    Tutorial {
+        /// The tutorial (`*.md`).
+        file: PathBuf,
+        /// Blueprint folder to open first.
+        #[arg(long, short = 'd')]
+        dir: Option<PathBuf>,
+        /// Run every step without pausing.
+        #[arg(long)]
+        auto: bool,
+        /// Start at this step (1-based).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        from: usize,
+    },
+    /// Lint blueprint folders the way a reviewer would (exit status 1 on any error).
+    Check {
+        /// Blueprint folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Create a new blueprint folder (what configure.sh did).
+    Init {
+        /// Name: lowercase letters, digits and dashes.
+        name: String,
+        /// Parent folder for the new blueprint.
+        #[arg(long, short = 'd', default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+fn parse_backend(s: &str) -> std::result::Result<BackendKind, String> {
+    s.parse()
+}
+
+/// Runs devami with these process arguments; returns the exit status.
+pub fn main<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    interrupt::install();
+    let mut console = Console::default();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            console.error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    let g = cli.global;
+    let stdin_tty = std::io::stdin().is_terminal();
+    let opts = Options { backend: g.backend, yes: g.yes, interactive: stdin_tty };
+    let run_opts = |check| RunOptions { keep_going: g.keep_going, check };
+    match cli.mode {
+        Some(Mode::Check { dirs }) => Ok(check(&dirs)),
+        Some(Mode::Init { name, dir }) => {
+            let path = scaffold::init(&name, &dir)?;
+            print!("{}", crate::output::Output::text(scaffold::render_created(&path)).render());
+            Ok(0)
+        }
+        Some(Mode::Run { file, dir, check }) => {
+            let steps = load_steps(&file)?;
+            let mut session = session_for(opts, dir.as_deref())?;
+            Ok(script::run(&mut session, &steps, run_opts(check)))
+        }
+        Some(Mode::Tutorial { file, dir, auto, from }) => {
+            let text = read_text(&file)?;
+            let t = transcript::parse(&text, Kind::Markdown)?;
+            let mut session = session_for(opts, dir.as_deref())?;
+            let mut stdin = std::io::stdin().lock();
+            Ok(tutorial::play(&mut session, &t, PlayOptions { auto, from }, &mut stdin))
+        }
+        None => {
+            let mut session = session_for(opts, cli.dir.as_deref())?;
+            if let Some(commands) = cli.command {
+                let steps: Vec<Step> = parse::split_commands(&commands)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, input)| Step {
+                        number: i + 1,
+                        line: 1,
+                        input,
+                        expected: None,
+                        prose: String::new(),
+                        run: true,
+                    })
+                    .collect();
+                return Ok(script::run(&mut session, &steps, run_opts(false)));
+            }
+            if stdin_tty {
+                return Ok(shell::run(&mut session));
+            }
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| Error::io("read", "stdin", e))?;
+            let t = transcript::parse(&text, Kind::Script)?;
+            Ok(script::run(&mut session, &t.steps, run_opts(false)))
+        }
+    }
+}
+
+/// Opens `dir`, or the current folder when it holds a blueprint, or nothing.
+fn session_for(opts: Options, dir: Option<&Path>) -> Result<DevAmi> {
+    match dir {
+        Some(d) => DevAmi::open(opts, d),
+        None if Path::new(BLUEPRINT_FILE).is_file() => DevAmi::open(opts, Path::new(".")),
+        None => Ok(DevAmi::new(opts)),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).map_err(|e| Error::io("read", "stdin", e))?;
+        b
+    } else {
+        std::fs::read(path).map_err(|e| Error::io("read", path, e))?
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        Error::usage(format!(
+            "`{}` is not a text file (invalid UTF-8 at byte {}); scripts hold one command per line",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+fn load_steps(path: &Path) -> Result<Vec<Step>> {
+    let text = read_text(path)?;
+    Ok(transcript::parse(&text, transcript::kind_for_path(path))?.steps)
+}
+
+fn check(dirs: &[PathBuf]) -> i32 {
+    let results: Vec<(PathBuf, Vec<lint::Finding>)> =
+        dirs.iter().map(|d| (d.clone(), lint::check_dir(d))).collect();
+    for (dir, findings) in &results {
+        print!("{}", crate::output::Output::text(lint::render(dir, findings)).render());
+    }
+    if results.len() > 1 {
+        print!("{}", crate::output::Output::text(lint::render_summary(&results)).render());
+    }
+    let errors = results.iter().flat_map(|(_, f)| f).filter(|f| f.severity == lint::Severity::Error).count();
+    i32::from(errors > 0)
+}

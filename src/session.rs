@@ -1,0 +1,493 @@
+//! The `DevAmi` session: one blueprint folder, its persistent state and the commands on them.
+//!
+//! A [`DevAmi`] is what `NeuroCaaSAMI(path)` was in the original: it holds the blueprint, the
+//! session state (current instance, histories, saved flag, address) and, once a command needs
+//! one, the backend. Front ends (shell, script runner, tutorial player, one-shots) hand it lines;
+//! [`DevAmi::execute_line`] parses them with `parse.rs` and runs them through one `match` on the
+//! command's canonical name. State is persisted after every command that changed it, and commands
+//! that wait persist before waiting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::backend::BackendKind;
+use crate::blueprint::Blueprint;
+use crate::clock;
+use crate::command::{self, CommandSpec};
+use crate::console::Console;
+use crate::error::{Error, Result};
+use crate::interrupt;
+use crate::lint;
+use crate::output::Output;
+use crate::parse::{self, Invocation, Line};
+use crate::scaffold;
+use crate::state::{State, StateStore};
+
+/// The default name of the session object in call-form lines (`devami.launch_devinstance()`).
+pub const DEFAULT_OBJECT: &str = "devami";
+
+/// How a session was started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The backend to use for cloud operations.
+    pub backend: BackendKind,
+    /// Answer yes to every confirmation (`--yes`).
+    pub yes: bool,
+    /// Whether a person is at a terminal to answer questions.
+    pub interactive: bool,
+}
+
+/// What the front end should do after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Leave the shell (`exit`).
+    Exit,
+}
+
+/// A command's result and what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub output: Output,
+    pub flow: Flow,
+}
+
+impl From<Output> for Outcome {
+    fn from(output: Output) -> Outcome {
+        Outcome { output, flow: Flow::Continue }
+    }
+}
+
+/// The blueprint-bound development session.
+#[derive(Debug)]
+pub struct DevAmi {
+    opts: Options,
+    object: String,
+    blueprint: Option<Blueprint>,
+    store: Option<StateStore>,
+    state: State,
+    /// What is on disk, to write only when something changed.
+    persisted: State,
+    /// Where every message goes.
+    pub console: Console,
+}
+
+impl DevAmi {
+    /// A session with no blueprint yet.
+    pub fn new(opts: Options) -> DevAmi {
+        let state = State::new(opts.backend.as_str());
+        DevAmi {
+            object: DEFAULT_OBJECT.to_string(),
+            blueprint: None,
+            store: None,
+            persisted: state.clone(),
+            state,
+            opts,
+            console: Console::default(),
+        }
+    }
+
+    /// A session bound to the blueprint in `dir`.
+    pub fn open(opts: Options, dir: &Path) -> Result<DevAmi> {
+        let mut s = DevAmi::new(opts);
+        s.open_blueprint(dir)?;
+        Ok(s)
+    }
+
+    /// Binds the session to the blueprint in `dir`: reads it, takes the folder's lock and resumes
+    /// its state. On failure the session is left as it was.
+    pub fn open_blueprint(&mut self, dir: &Path) -> Result<()> {
+        let blueprint = Blueprint::open(dir)?;
+        let store = StateStore::open(blueprint.dir())?;
+        let state = match store.load()? {
+            Some(state) => state,
+            None => State::new(self.opts.backend.as_str()),
+        };
+        if state.backend != self.opts.backend.as_str() {
+            return Err(Error::Refused(format!(
+                "the session in `{}` uses the `{}` backend, not `{}`; rerun with `--backend {}` (its instances live there)",
+                blueprint.dir().display(),
+                state.backend,
+                self.opts.backend,
+                state.backend
+            )));
+        }
+        // Drop the old lock only once the new blueprint is ours.
+        self.blueprint = Some(blueprint);
+        self.store = Some(store);
+        self.persisted = state.clone();
+        self.state = state;
+        Ok(())
+    }
+
+    /// The open blueprint, if any.
+    pub fn blueprint(&self) -> Option<&Blueprint> {
+        self.blueprint.as_ref()
+    }
+
+    /// The session state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The session's options.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// The name the session object answers to in call-form lines.
+    pub fn object_name(&self) -> &str {
+        &self.object
+    }
+
+    /// The prompt: blueprint and current instance with its last known state.
+    pub fn prompt(&self) -> String {
+        let Some(bp) = &self.blueprint else {
+            return "devami> ".to_string();
+        };
+        let name = bp.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match self.state.current() {
+            Some(rec) => {
+                let st = rec.last_state.as_deref().unwrap_or("unknown");
+                format!("devami [{name} {} {st}]> ", rec.id)
+            }
+            None => format!("devami [{name}]> "),
+        }
+    }
+
+    /// A warning for leaving the shell while the current instance may still cost money.
+    pub fn exit_warning(&self) -> Option<String> {
+        let rec = self.state.current()?;
+        let st = rec.last_state.as_deref()?;
+        matches!(st, "pending" | "running" | "stopping").then(|| {
+            format!(
+                "instance {} is still {st} and keeps costing money; it stays tracked in `{}` — stop it with `stop_devinstance` or `terminate_devinstance` next time",
+                rec.id,
+                self.store.as_ref().map(|s| s.dir().display().to_string()).unwrap_or_default()
+            )
+        })
+    }
+
+    /// Parses and runs one line.
+    pub fn execute_line(&mut self, line: &str) -> Result<Outcome> {
+        match parse::parse_line(line)? {
+            Line::Nothing | Line::Import => Ok(Output::Empty.into()),
+            Line::Help(None) => Ok(Output::Text(command::help_overview()).into()),
+            Line::Help(Some(spec)) => Ok(Output::Text(command::help_command(spec)).into()),
+            Line::Bind { name, path } => {
+                self.open_blueprint(Path::new(&path))?;
+                self.object = name;
+                Ok(Output::Text(self.opened_message()).into())
+            }
+            Line::Command(inv) => {
+                if let Some(obj) = inv.object.as_ref().filter(|o| **o != self.object && o != &DEFAULT_OBJECT)
+                {
+                    return Err(Error::usage(format!(
+                        "`{obj}` is not defined; this session's object is `{}` (e.g. `{}.{}()`)",
+                        self.object, self.object, inv.spec.name
+                    )));
+                }
+                let outcome = self.execute(&inv);
+                // Persist whatever changed, even when the command failed half-way.
+                self.persist()?;
+                outcome
+            }
+        }
+    }
+
+    /// Writes the state if it changed since the last write.
+    pub fn persist(&mut self) -> Result<()> {
+        if self.state == self.persisted {
+            return Ok(());
+        }
+        if let Some(store) = &self.store {
+            store.save(&self.state)?;
+        }
+        self.persisted = self.state.clone();
+        Ok(())
+    }
+
+    /// Runs a parsed command.
+    pub fn execute(&mut self, inv: &Invocation) -> Result<Outcome> {
+        let spec = inv.spec;
+        let a = &inv.args;
+        let out = match spec.name {
+            "help" => match a.str("command") {
+                Some(name) => {
+                    let spec = command::lookup(name).ok_or_else(|| Error::UnknownCommand {
+                        name: name.to_string(),
+                        suggestion: command::suggest(name).map(str::to_string),
+                    })?;
+                    Output::Text(command::help_command(spec))
+                }
+                None => Output::Text(command::help_overview()),
+            },
+            "exit" => return Ok(Outcome { output: Output::Empty, flow: Flow::Exit }),
+            "status" => self.status()?,
+            "history" => self.history()?,
+            "jobs" => self.jobs()?,
+            "blueprint" => {
+                let bp = self.require_blueprint()?;
+                let rows = bp.summary().into_iter().map(|(k, v)| vec![k, v]).collect();
+                Output::Many(vec![
+                    Output::text(format!("blueprint `{}`", bp.path().display())),
+                    Output::table(&["key", "value"], rows),
+                ])
+            }
+            "check" => {
+                let dir = match a.str("path") {
+                    Some(p) => PathBuf::from(p),
+                    None => self.require_blueprint()?.dir().to_path_buf(),
+                };
+                let findings = lint::check_dir(&dir);
+                let report = lint::render(&dir, &findings);
+                let errors = findings.iter().filter(|f| f.severity == lint::Severity::Error).count();
+                if errors > 0 {
+                    self.console.print(&report);
+                    return Err(Error::CheckFailed { errors });
+                }
+                Output::Text(report)
+            }
+            "init" => {
+                let name = a.str("name").unwrap_or_default();
+                let parent = a.str("dir").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                let path = scaffold::init(name, &parent)?;
+                Output::Text(scaffold::render_created(&path))
+            }
+            "open" => {
+                let path = a.str("path").unwrap_or_default().to_string();
+                self.open_blueprint(Path::new(&path))?;
+                Output::Text(self.opened_message())
+            }
+            "sleep" => {
+                let secs = a.float("seconds").unwrap_or(0.0);
+                if !(0.0..=86_400.0).contains(&secs) {
+                    return Err(Error::usage(format!(
+                        "sleep: `seconds` must be between 0 and 86400, got {secs}"
+                    )));
+                }
+                interrupt::sleep(Duration::from_secs_f64(secs))?;
+                Output::Empty
+            }
+            "forget" => self.forget()?,
+            "get_ip" => {
+                let id = self.require_instance_id()?;
+                match &self.state.ip {
+                    Some(ip) => Output::text(ip.clone()),
+                    None => Output::text(format!("no address known for instance {id}")),
+                }
+            }
+            "job_status" | "job_output" => {
+                // The index is checked first: a wrong index is an error with or without a backend.
+                self.job_index(a.int("jobind").unwrap_or(-1))?;
+                return Err(self.backend_unavailable(spec));
+            }
+            "check_clear" if self.state.instance.is_none() => {
+                self.require_blueprint()?;
+                Output::text("No instance declared, safe to deploy.\nTrue")
+            }
+            "check_running" if self.state.instance.is_none() => {
+                self.require_blueprint()?;
+                Output::text("No instance declared\nFalse")
+            }
+            _ => return Err(self.backend_unavailable(spec)),
+        };
+        Ok(out.into())
+    }
+
+    fn backend_unavailable(&self, spec: &CommandSpec) -> Error {
+        if self.blueprint.is_none() {
+            return Error::NoBlueprint;
+        }
+        Error::NoBackend { backend: self.opts.backend.to_string(), command: spec.name.to_string() }
+    }
+
+    /// Resolves a job index as Python indexes a list: 0 is the first job, -1 the most recent.
+    pub fn job_index(&self, index: i64) -> Result<usize> {
+        self.require_blueprint()?;
+        let n = self.state.jobs.len();
+        let resolved = if index < 0 { n as i64 + index } else { index };
+        if resolved < 0 || resolved >= n as i64 {
+            let have = match n {
+                0 => "this session has submitted no jobs yet (see `submit_job`)".to_string(),
+                1 => "this session has 1 job: index 0 or -1".to_string(),
+                n => format!("this session has {n} jobs: indexes 0 to {} or -1 to -{n}", n - 1),
+            };
+            return Err(Error::Refused(format!("index {index} does not exist: {have}")));
+        }
+        Ok(resolved as usize)
+    }
+
+    fn require_blueprint(&self) -> Result<&Blueprint> {
+        self.blueprint.as_ref().ok_or(Error::NoBlueprint)
+    }
+
+    fn require_instance_id(&self) -> Result<String> {
+        self.require_blueprint()?;
+        self.state.instance.clone().ok_or_else(|| {
+            Error::Refused(
+                "No instance declared: launch one with `launch_devinstance` or adopt one with `assign_instance ID`"
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Asks a yes/no question; in a script without `--yes` it is an error, never a hang.
+    pub fn confirm(&mut self, command: &str, question: &str) -> Result<bool> {
+        if self.opts.yes {
+            self.console.print(&format!("{question} [y/N] yes (--yes)"));
+            return Ok(true);
+        }
+        if !self.opts.interactive {
+            return Err(Error::ConfirmationRequired {
+                command: command.to_string(),
+                question: question.to_string(),
+            });
+        }
+        use std::io::{BufRead, Write};
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{question} [y/N] ");
+        let _ = out.flush();
+        drop(out);
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::io("read", "stdin", e))?;
+        interrupt::check()?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+    }
+
+    fn forget(&mut self) -> Result<Output> {
+        let id = self.require_instance_id()?;
+        let question = format!(
+            "stop tracking instance {id}? It is not stopped or terminated and may keep costing money"
+        );
+        if !self.confirm("forget", &question)? {
+            return Ok(Output::text("No state change."));
+        }
+        self.state.instance = None;
+        self.state.ip = None;
+        self.state.instance_saved = false;
+        Ok(Output::text(format!("instance {id} is no longer the current instance (it stays in `history`)")))
+    }
+
+    fn opened_message(&self) -> String {
+        let Some(bp) = &self.blueprint else { return String::new() };
+        let name = bp.pipeline_name().map(str::to_string).unwrap_or_else(|_| "(no PipelineName)".into());
+        let mut msg =
+            format!("opened blueprint `{name}` in `{}` (backend {})", bp.dir().display(), self.opts.backend);
+        if let Some(rec) = self.state.current() {
+            msg.push_str(&format!(
+                "\nresuming: current instance {} (last seen {})",
+                rec.id,
+                rec.last_state.as_deref().unwrap_or("in an unknown state")
+            ));
+        }
+        msg
+    }
+
+    fn status(&self) -> Result<Output> {
+        let bp = self.require_blueprint()?;
+        let st = &self.state;
+        let mut rows: Vec<Vec<String>> = vec![
+            vec!["blueprint".into(), bp.dir().display().to_string()],
+            vec!["pipeline".into(), bp.pipeline_name().unwrap_or("(missing)").to_string()],
+            vec!["backend".into(), self.opts.backend.to_string()],
+        ];
+        match st.current() {
+            Some(rec) => {
+                rows.push(vec!["instance".into(), rec.id.clone()]);
+                rows.push(vec![
+                    "last known state".into(),
+                    match (&rec.last_state, rec.last_seen) {
+                        (Some(s), Some(t)) => format!("{s} (at {} UTC)", clock::format(t)),
+                        (Some(s), None) => s.clone(),
+                        _ => "unknown".into(),
+                    },
+                ]);
+                rows.push(vec!["address".into(), st.ip.clone().unwrap_or_else(|| "-".into())]);
+                rows.push(vec![
+                    "saved as image".into(),
+                    if st.instance_saved { "yes".into() } else { "no".into() },
+                ]);
+            }
+            None => rows.push(vec!["instance".into(), "none".into()]),
+        }
+        rows.push(vec!["instances known".into(), st.instances.len().to_string()]);
+        rows.push(vec!["images created".into(), st.images.len().to_string()]);
+        rows.push(vec!["jobs submitted".into(), st.jobs.len().to_string()]);
+        Ok(Output::table(&["session", "value"], rows))
+    }
+
+    fn history(&self) -> Result<Output> {
+        self.require_blueprint()?;
+        let st = &self.state;
+        let mut parts = Vec::new();
+        if st.instances.is_empty() {
+            parts.push(Output::text("no instances yet"));
+        } else {
+            let rows = st
+                .instances
+                .iter()
+                .map(|r| {
+                    vec![
+                        format!("{}{}", r.id, if st.instance.as_deref() == Some(&r.id) { " *" } else { "" }),
+                        r.last_state.clone().unwrap_or_else(|| "-".into()),
+                        r.instance_type.clone().unwrap_or_else(|| "-".into()),
+                        r.source.clone().or_else(|| r.image_id.clone()).unwrap_or_else(|| "-".into()),
+                        clock::format(r.recorded),
+                        r.origin.clone(),
+                    ]
+                })
+                .collect();
+            parts.push(Output::table(&["instance", "state", "type", "image", "recorded (UTC)", "how"], rows));
+        }
+        if st.images.is_empty() {
+            parts.push(Output::text("no images yet"));
+        } else {
+            let rows = st
+                .images
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.last_state.clone().unwrap_or_else(|| "-".into()),
+                        r.name.clone(),
+                        clock::format(r.created),
+                        r.instance_id.clone(),
+                    ]
+                })
+                .collect();
+            parts.push(Output::table(&["image", "state", "name", "created (UTC)", "from instance"], rows));
+        }
+        Ok(Output::Many(parts))
+    }
+
+    fn jobs(&self) -> Result<Output> {
+        self.require_blueprint()?;
+        let st = &self.state;
+        if st.jobs.is_empty() {
+            return Ok(Output::text("no jobs yet"));
+        }
+        let n = st.jobs.len() as i64;
+        let rows = st
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                vec![
+                    format!("{} ({})", i, i as i64 - n),
+                    j.command_id.clone(),
+                    j.dataset.clone().unwrap_or_else(|| "-".into()),
+                    j.instance_id.clone(),
+                    clock::format(j.submitted),
+                    j.last_status.clone().unwrap_or_else(|| "-".into()),
+                    j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        Ok(Output::table(
+            &["index", "command id", "dataset", "instance", "submitted (UTC)", "status", "exit"],
+            rows,
+        ))
+    }
+}

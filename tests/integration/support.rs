@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: a scratch folder and a way to run the binary in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The devami binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_devami"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch folder with its own devami home and history, removed at the end.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch { dir: tempfile::tempdir().expect("create a temporary folder") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `devami` command running in the scratch folder with an isolated environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env("DEVAMI_HOME", self.path().join(".devami-home"))
+            .env("DEVAMI_HISTORY", self.path().join(".history"))
+            .env_remove("DEVAMI_BACKEND")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs devami with `stdin` as its input.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn devami");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait for devami");
+        writer.join().expect("stdin writer");
+        out
+    }
+
+    /// Runs devami with no input.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run devami")
+    }
+
+    /// Writes a file under the scratch folder.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&p, contents).expect("write file");
+        p
+    }
+
+    /// Creates a blueprint with `devami init NAME` and returns its folder.
+    pub fn init(&self, name: &str) -> PathBuf {
+        let out = self.run(&["init", name]);
+        assert!(out.status.success(), "init failed: {}", text(&out.stderr));
+        self.path().join(name)
+    }
+}
+
+/// Lossy text of a byte buffer.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// stdout and stderr together, for messages.
+pub fn all(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
