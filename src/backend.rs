@@ -295,6 +295,9 @@ pub struct JobReport {
     /// Start and end, epoch seconds.
     pub started: Option<i64>,
     pub ended: Option<i64>,
+    /// Why the job ended as it did, when the backend knows more than the status
+    /// (e.g. "instance stopped while the command was running").
+    pub detail: Option<String>,
 }
 
 /// One object in a bucket listing.

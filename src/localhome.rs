@@ -1,0 +1,230 @@
+//! The local backend's machine-wide home: `$DEVAMI_HOME` (default `~/.local/share/devami`).
+//!
+//! Layout (one folder per object, one JSON document per folder):
+//!
+//! ```text
+//! images/<ami-id>/image.json          an image: name, layers, state, size
+//! layers/<layer-id>/                  an immutable filesystem layer (the content of images)
+//! instances/<i-id>/instance.json      an instance: state, tags, image, launch time
+//! instances/<i-id>/{upper,work,root}  its filesystem (root is what plays /home/ubuntu)
+//! commands/<uuid>/job.json            a job: command, state, exit code, process group
+//! buckets/<bucket>/<key>              the objects served by the embedded S3 endpoint
+//! shims/                              shutdown, poweroff, sudo... as seen inside instances
+//! run/                                endpoint address, detected capabilities
+//! lock                                taken for every read-modify-write of the documents above
+//! ```
+//!
+//! Several shells on different blueprints (and detached job supervisors) share one home: every
+//! change of a document happens under [`Home::lock`] and is written atomically, and ids are drawn
+//! from the kernel's random source and checked against every id ever issued (`ids`), so they never
+//! repeat.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::state::write_atomically;
+
+/// The machine-wide folder of the local backend.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+/// Exclusive access to the home's documents; released on drop.
+#[derive(Debug)]
+pub struct HomeLock {
+    _file: File,
+}
+
+impl Home {
+    /// The home from `$DEVAMI_HOME`, else the user's data folder; created if missing.
+    pub fn from_env() -> Result<Home> {
+        let root = match std::env::var_os("DEVAMI_HOME") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => {
+                let data = std::env::var_os("XDG_DATA_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                    .ok_or_else(|| Error::Refused("set DEVAMI_HOME or HOME: the local backend needs a folder for its images and instances".into()))?;
+                data.join("devami")
+            }
+        };
+        Home::at(root)
+    }
+
+    /// The home at `root`; created if missing.
+    pub fn at(root: PathBuf) -> Result<Home> {
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir().map_err(|e| Error::io("read", ".", e))?.join(root)
+        };
+        let home = Home { root };
+        for dir in ["images", "layers", "instances", "commands", "buckets", "shims", "run"] {
+            let p = home.root.join(dir);
+            fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+        }
+        Ok(home)
+    }
+
+    /// The home folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `images/<id>`.
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(id)
+    }
+
+    /// `layers/<id>`.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.root.join("layers").join(id)
+    }
+
+    /// `instances/<id>`.
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.root.join("instances").join(id)
+    }
+
+    /// `commands/<id>`.
+    pub fn command_dir(&self, id: &str) -> PathBuf {
+        self.root.join("commands").join(id)
+    }
+
+    /// `buckets/`, the root the S3 endpoint serves.
+    pub fn buckets_dir(&self) -> PathBuf {
+        self.root.join("buckets")
+    }
+
+    /// `shims/`.
+    pub fn shims_dir(&self) -> PathBuf {
+        self.root.join("shims")
+    }
+
+    /// `run/`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// The names of the entries of a folder of the home (`images`, `instances`, `commands`).
+    pub fn list(&self, folder: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(folder);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if !name.starts_with('.') {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Takes the home's lock (blocking until other devami processes release it).
+    pub fn lock(&self) -> Result<HomeLock> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(HomeLock { _file: file })
+    }
+
+    /// A new id `<prefix>-` + 17 hex digits (`i`, `ami`, `layer`), never issued before.
+    pub fn new_id(&self, prefix: &str, _lock: &HomeLock) -> Result<String> {
+        self.issue(|| {
+            let b = random_bytes::<9>()?;
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            Ok(format!("{prefix}-{}", &hex[..17]))
+        })
+    }
+
+    /// A new command id, a random (version 4) UUID, never issued before.
+    pub fn new_uuid(&self, _lock: &HomeLock) -> Result<String> {
+        self.issue(|| {
+            let mut b = random_bytes::<16>()?;
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+        })
+    }
+
+    fn issue(&self, mut draw: impl FnMut() -> io::Result<String>) -> Result<String> {
+        let path = self.root.join("ids");
+        let issued = match fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        loop {
+            let id = draw().map_err(|e| Error::io("read", "/dev/urandom", e))?;
+            if issued.lines().any(|l| l == id) {
+                continue;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io("write", &path, e))?;
+            writeln!(f, "{id}").and_then(|()| f.sync_data()).map_err(|e| Error::io("write", &path, e))?;
+            return Ok(id);
+        }
+    }
+}
+
+fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// Reads a JSON document.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::StateCorrupt { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Writes a JSON document atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::StateCorrupt { path: path.to_path_buf(), message: e.to_string() })?;
+    text.push('\n');
+    write_atomically(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_look_like_aws_and_never_repeat() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().to_path_buf()).unwrap();
+        let lock = home.lock().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let id = home.new_id("i", &lock).unwrap();
+            assert_eq!(id.len(), 19, "{id}");
+            assert!(id[2..].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+            assert!(seen.insert(id));
+        }
+        let u = home.new_uuid(&lock).unwrap();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        let issued = fs::read_to_string(tmp.path().join("ids")).unwrap();
+        assert_eq!(issued.lines().count(), 201);
+    }
+}
