@@ -402,11 +402,32 @@ pub trait Backend: Send + Sync {
     /// Lists the objects whose keys start with `prefix`.
     async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
 
-    /// Uploads a local file (multipart and concurrent where large).
-    async fn upload_file(&self, bucket: &str, key: &str, local: &Path) -> Result<u64, BackendError>;
+    /// Uploads a local file (multipart and concurrent where large); `progress(done, total)`.
+    async fn upload_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        local: &Path,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64, BackendError>;
 
     /// Downloads an object to a local file, never leaving a partial file under the final name.
-    async fn download_file(&self, bucket: &str, key: &str, local: &Path) -> Result<u64, BackendError>;
+    async fn download_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        local: &Path,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64, BackendError>;
+
+    /// A process that runs `command` (or, with `None`, an interactive login shell) on a running
+    /// instance, in `working_directory`, with the environment a job sees. The caller runs it.
+    fn shell_command(
+        &self,
+        instance_id: &str,
+        working_directory: &str,
+        command: Option<&str>,
+    ) -> Result<std::process::Command, BackendError>;
 }
 
 #[cfg(test)]

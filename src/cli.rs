@@ -89,6 +89,12 @@ pub enum Mode {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// The embedded S3 endpoint of the local backend (started by devami itself).
+    #[command(name = "__s3d", hide = true)]
+    S3d { home: PathBuf },
+    /// The supervisor of one local job (started by devami itself).
+    #[command(name = "__job", hide = true)]
+    Job { home: PathBuf, command_id: String },
     /// Create a new blueprint folder (what configure.sh did).
     Init {
         /// Name: lowercase letters, digits and dashes.
@@ -135,6 +141,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let run_opts = |check| RunOptions { keep_going: g.keep_going, check };
     match cli.mode {
         Some(Mode::Check { dirs }) => Ok(check(&dirs)),
+        Some(Mode::S3d { home }) => Ok(crate::s3server::serve(&home)),
+        Some(Mode::Job { home, command_id }) => Ok(crate::jobrunner::supervise(&home, &command_id)),
         Some(Mode::Init { name, dir }) => {
             let path = scaffold::init(&name, &dir)?;
             print!("{}", crate::output::Output::text(scaffold::render_created(&path)).render());

@@ -3,14 +3,24 @@
 //! Times are kept as seconds since the Unix epoch (UTC) and printed as `2026-11-25 13:23:38` (UTC).
 //! A [`Clock`] can be fixed or offset so lifetime arithmetic is testable without waiting.
 
+use std::sync::Once;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Offset in seconds added to the system time (tests and `DEVAMI_CLOCK_OFFSET`).
+/// Offset in seconds added to the system time (tests, and `DEVAMI_CLOCK_OFFSET`).
 static OFFSET: AtomicI64 = AtomicI64::new(0);
+static FROM_ENV: Once = Once::new();
 
-/// Seconds since the Unix epoch, now.
+/// Seconds since the Unix epoch, now (plus `DEVAMI_CLOCK_OFFSET` seconds when that is set, which
+/// lets tests and demonstrations move time forward, e.g. past an instance's lifetime).
 pub fn now() -> i64 {
+    FROM_ENV.call_once(|| {
+        if let Some(off) =
+            std::env::var("DEVAMI_CLOCK_OFFSET").ok().and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            OFFSET.fetch_add(off, Ordering::Relaxed);
+        }
+    });
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     secs + OFFSET.load(Ordering::Relaxed)
 }

@@ -199,7 +199,7 @@ impl CommandSpec {
         let mut s = self.name.to_string();
         let mut positional = true;
         let mut optional_shown = false;
-        for arg in self.args {
+        for (i, arg) in self.args.iter().enumerate() {
             s.push(' ');
             let shown_default = arg.literal_default().map(|d| format!("={d}")).unwrap_or_default();
             positional = positional
@@ -207,7 +207,7 @@ impl CommandSpec {
                     || (!optional_shown
                         && match arg.kind {
                             ArgKind::Bool => false,
-                            ArgKind::Int | ArgKind::Float => self.args.len() == 1,
+                            ArgKind::Int | ArgKind::Float => i == 0,
                             _ => true,
                         }));
             optional_shown |= positional && !arg.required;
@@ -502,8 +502,24 @@ pub static COMMANDS: &[CommandSpec] = &[
                 help: "a message describing the change, kept in the git commits",
                 aliases: &[],
             },
+            ArgSpec {
+                name: "force",
+                kind: ArgKind::Bool,
+                required: false,
+                default: Some("False"),
+                help: "record the image even if it is not available yet",
+                aliases: &[],
+            },
+            ArgSpec {
+                name: "init",
+                kind: ArgKind::Bool,
+                required: false,
+                default: Some("False"),
+                help: "create a git repository in the blueprint folder when it is not inside one",
+                aliases: &[],
+            },
         ],
-        changes: "writes `Lambda.LambdaConfig.AMI` in the blueprint and makes two git commits",
+        changes: "writes `Lambda.LambdaConfig.AMI` in the blueprint and makes two git commits of that file only",
         example_call: "devami.update_blueprint(\"ami-0123456789abcdef0\", message=\"add the analysis\")",
         example_shell: "update_blueprint ami-0123456789abcdef0 --message \"add the analysis\"",
     },
@@ -530,10 +546,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         group: Group::Job,
         summary: "show the status of a job of this session",
-        args: &[JOBIND],
+        args: &[
+            JOBIND,
+            ArgSpec {
+                name: "wait",
+                kind: ArgKind::Bool,
+                required: false,
+                default: Some("False"),
+                help: "wait until the job has finished (Ctrl-C stops waiting, not the job)",
+                aliases: &[],
+            },
+        ],
         changes: "nothing",
-        example_call: "devami.job_status(-1)",
-        example_shell: "job_status -1",
+        example_call: "devami.job_status(-1, wait=True)",
+        example_shell: "job_status -1 --wait",
     },
     CommandSpec {
         name: "job_output",
@@ -1002,7 +1028,7 @@ mod tests {
             launch.usage_call("devami"),
             "devami.launch_devinstance(ami=None, volume_size=None, timeout=60, dry_run=False)"
         );
-        assert_eq!(lookup("job_status").unwrap().usage_shell(), "job_status [JOBIND=-1]");
+        assert_eq!(lookup("job_status").unwrap().usage_shell(), "job_status [JOBIND=-1] [--wait]");
         assert_eq!(lookup("exec").unwrap().usage_shell(), "exec COMMAND...");
         assert_eq!(
             lookup("extend_lifetime").unwrap().usage_shell(),
@@ -1010,12 +1036,12 @@ mod tests {
         );
         assert_eq!(
             lookup("update_blueprint").unwrap().usage_call(""),
-            "update_blueprint(ami_id=None, message=\"Not given\")"
+            "update_blueprint(ami_id=None, message=\"Not given\", force=False, init=False)"
         );
         assert_eq!(lookup("download").unwrap().usage_shell(), "download KEY [LOCAL]");
         assert_eq!(
             lookup("update_blueprint").unwrap().usage_shell(),
-            "update_blueprint [AMI_ID] [--message MESSAGE=\"Not given\"]"
+            "update_blueprint [AMI_ID] [--message MESSAGE=\"Not given\"] [--force] [--init]"
         );
     }
 

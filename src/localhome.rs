@@ -118,10 +118,10 @@ impl Home {
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))? {
             let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if !name.starts_with('.') {
-                    names.push(name.to_string());
-                }
+            if let Some(name) = entry.file_name().to_str()
+                && !name.starts_with('.')
+            {
+                names.push(name.to_string());
             }
         }
         names.sort();

@@ -1,1 +1,899 @@
-//! (placeholder: being written)
+//! Object storage through the S3 API, one code path for both backends.
+//!
+//! [`ObjectStore`] wraps an `aws_sdk_s3::Client`: [`ObjectStore::local`] points it at the local
+//! backend's embedded endpoint ([`crate::s3server`]) with its static key pair; the AWS backend
+//! builds its own client (standard credential chain, real S3 or any compatible endpoint) and
+//! hands it to [`ObjectStore::from_client`]. The rest of the crate sees plain bytes, paths,
+//! [`ObjectInfo`] and [`BackendError`]; SDK types stay in this file. Large files move in
+//! [`PART_SIZE`] parts, [`CONCURRENCY`] at a time; Ctrl-C ([`crate::interrupt`]) stops a transfer
+//! within 50 ms, aborts an unfinished multipart upload and never leaves a partial download under
+//! the final name (the error is [`interrupted`], recognised by [`is_interrupted`]).
+
+use std::future::Future;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, StalledStreamProtectionConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
+    CreateBucketConfiguration,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+use crate::backend::{BackendError, ObjectInfo};
+use crate::s3server::Endpoint;
+
+/// Files above this size are uploaded in parts (and downloaded with concurrent ranged GETs).
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// The size of a part (grown for files that would need more than 10,000 parts).
+pub const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Parts in flight at once.
+pub const CONCURRENCY: usize = 4;
+
+const MAX_PARTS: u64 = 10_000;
+/// S3's smallest part (all parts but the last).
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
+
+/// An S3 client with the transfer policy of devami.
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    client: Client,
+    /// How errors name the service (`http://127.0.0.1:PORT`, `S3 in eu-west-1`).
+    endpoint: String,
+    threshold: u64,
+    part_size: u64,
+    /// Whether the running command was cancelled (Ctrl-C).
+    interrupted: fn() -> bool,
+    /// Skip the SHA-256 of request bodies in signatures (loopback: the CRC32 checksum stays).
+    unsigned_payload: bool,
+}
+
+/// The error of a transfer stopped by Ctrl-C.
+pub fn interrupted() -> BackendError {
+    BackendError::Service { code: Some("Interrupted".into()), message: "interrupted by Ctrl-C".into() }
+}
+
+/// Whether `err` is [`interrupted`] (callers turn it into `Error::Interrupted`).
+pub fn is_interrupted(err: &BackendError) -> bool {
+    matches!(err, BackendError::Service { code: Some(code), .. } if code == "Interrupted")
+}
+
+impl ObjectStore {
+    /// A client of the local endpoint: its static key pair, path-style addressing, its region, no
+    /// profile or environment lookup, short connect timeout and few retries (it is on loopback).
+    pub fn local(endpoint: &Endpoint) -> ObjectStore {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(endpoint.region.clone()))
+            .endpoint_url(endpoint.url.clone())
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                endpoint.access_key.clone(),
+                endpoint.secret_key.clone(),
+                None,
+                None,
+                "devami-local",
+            ))
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled().grace_period(Duration::from_secs(20)).build(),
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(50))
+                    .with_max_backoff(Duration::from_secs(1)),
+            )
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(2)).build())
+            .build();
+        ObjectStore {
+            client: Client::from_conf(config),
+            endpoint: endpoint.url.clone(),
+            threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+            interrupted: crate::interrupt::pending,
+            unsigned_payload: true,
+        }
+    }
+
+    /// A store over a client built elsewhere (the AWS backend's).
+    pub fn from_client(client: Client) -> ObjectStore {
+        let endpoint = match client.config().region() {
+            Some(region) => format!("S3 in {region}"),
+            None => "S3".to_string(),
+        };
+        ObjectStore {
+            client,
+            endpoint,
+            threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+            interrupted: crate::interrupt::pending,
+            unsigned_payload: false,
+        }
+    }
+
+    /// The same store with another multipart threshold and part size (both at least 5 MiB, S3's
+    /// smallest part).
+    pub fn with_multipart(mut self, threshold: u64, part_size: u64) -> ObjectStore {
+        self.threshold = threshold.max(MIN_PART_SIZE);
+        self.part_size = part_size.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// Creates `bucket` unless it exists.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), BackendError> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => match self.fail("HeadBucket", bucket, None, e) {
+                BackendError::NotFound { .. } => {}
+                other => return Err(other),
+            },
+        }
+        let mut request = self.client.create_bucket().bucket(bucket);
+        if let Some(region) = self.client.config().region().map(|r| r.as_ref().to_string())
+            && region != "us-east-1"
+        {
+            let constraint = BucketLocationConstraint::from(region.as_str());
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder().location_constraint(constraint).build(),
+            );
+        }
+        let err = match request.send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match err.code() {
+            Some("BucketAlreadyOwnedByYou") => Ok(()),
+            // Someone else's on AWS; on the local endpoint (and after a race) it is ours.
+            Some("BucketAlreadyExists") if self.client.head_bucket().bucket(bucket).send().await.is_ok() => {
+                Ok(())
+            }
+            _ => Err(self.fail("CreateBucket", bucket, None, err)),
+        }
+    }
+
+    /// Writes an object.
+    pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), BackendError> {
+        let request = self.client.put_object().bucket(bucket).key(key).body(ByteStream::from(body));
+        let send = async {
+            if self.unsigned_payload {
+                request.customize().disable_payload_signing().send().await
+            } else {
+                request.send().await
+            }
+        };
+        self.interruptible(send).await?.map_err(|e| self.fail("PutObject", bucket, Some(key), e))?;
+        Ok(())
+    }
+
+    /// Reads an object; `NotFound` (`s3://bucket/key`) when it does not exist.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, BackendError> {
+        let request = self.client.get_object().bucket(bucket).key(key).send();
+        let out =
+            self.interruptible(request).await?.map_err(|e| self.fail("GetObject", bucket, Some(key), e))?;
+        let body = self.interruptible(out.body.collect()).await?.map_err(|e| self.stream_error(&e))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, bucket: &str, key: &str) -> Result<bool, BackendError> {
+        let request = self.client.head_object().bucket(bucket).key(key).send();
+        match self.interruptible(request).await? {
+            Ok(_) => Ok(true),
+            Err(e) => match self.fail("HeadObject", bucket, Some(key), e) {
+                BackendError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Every object whose key starts with `prefix`, in key order (all pages).
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        let mut objects = Vec::new();
+        while let Some(page) = self.interruptible(pages.next()).await? {
+            let page = page.map_err(|e| self.fail("ListObjectsV2", bucket, None, e))?;
+            objects.extend(page.contents().iter().map(|o| ObjectInfo {
+                key: o.key().unwrap_or_default().to_string(),
+                size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                modified: o.last_modified().map(|t| t.secs()),
+            }));
+        }
+        Ok(objects)
+    }
+
+    /// Uploads a file; in concurrent parts above the threshold, aborting the multipart upload on
+    /// error or Ctrl-C. `progress(done, total)` in bytes. Returns the size.
+    pub async fn upload_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        local: &Path,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64, BackendError> {
+        let size = tokio::fs::metadata(local).await.map_err(|e| local_error("read", local, &e))?.len();
+        progress(0, size);
+        if size <= self.threshold {
+            let body = tokio::fs::read(local).await.map_err(|e| local_error("read", local, &e))?;
+            self.put(bucket, key, body).await?;
+            progress(size, size);
+            return Ok(size);
+        }
+        // CRC32 declared up front and repeated per part in the completion, as S3 requires once
+        // an upload has a checksum algorithm.
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send();
+        let created = self
+            .interruptible(created)
+            .await?
+            .map_err(|e| self.fail("CreateMultipartUpload", bucket, Some(key), e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        if upload_id.is_empty() {
+            return Err(BackendError::Service {
+                code: None,
+                message: format!("`{}` answered CreateMultipartUpload without an upload id", self.endpoint),
+            });
+        }
+        let result = match self.upload_parts(bucket, key, &upload_id, local, size, progress).await {
+            Ok(parts) => {
+                let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+                let complete = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(done)
+                    .send();
+                match self.interruptible(complete).await {
+                    Ok(Ok(_)) => return Ok(size),
+                    Ok(Err(e)) => Err(self.fail("CompleteMultipartUpload", bucket, Some(key), e)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let abort = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send();
+        let _ = tokio::time::timeout(Duration::from_secs(10), abort).await;
+        result
+    }
+
+    /// Uploads the parts of `local`, [`CONCURRENCY`] at a time; the completed parts in order.
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        local: &Path,
+        size: u64,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<Vec<CompletedPart>, BackendError> {
+        let part_size = self.part_size.max(size.div_ceil(MAX_PARTS));
+        let count = size.div_ceil(part_size);
+        let mut next = 0u64;
+        let mut done = 0u64;
+        let mut parts = Vec::new();
+        let mut tasks = JoinSet::new();
+        let mut tick = tokio::time::interval(INTERRUPT_POLL);
+        let result = loop {
+            while tasks.len() < CONCURRENCY && next < count {
+                let offset = next * part_size;
+                let len = part_size.min(size - offset);
+                let number = i32::try_from(next + 1).unwrap_or(i32::MAX);
+                let (store, bucket, key, upload_id, local) = (
+                    self.clone(),
+                    bucket.to_string(),
+                    key.to_string(),
+                    upload_id.to_string(),
+                    local.to_path_buf(),
+                );
+                tasks.spawn(async move {
+                    let body = read_range(&local, offset, len).await?;
+                    let request = store
+                        .client
+                        .upload_part()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                        .body(ByteStream::from(body));
+                    let sent = if store.unsigned_payload {
+                        request.customize().disable_payload_signing().send().await
+                    } else {
+                        request.send().await
+                    };
+                    let out = sent.map_err(|e| store.fail("UploadPart", &bucket, Some(&key), e))?;
+                    let part = CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                        .build();
+                    Ok::<_, BackendError>((part, len))
+                });
+                next += 1;
+            }
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break Ok(()),
+                    Some(Ok(Ok((part, len)))) => {
+                        done += len;
+                        progress(done, size);
+                        parts.push(part);
+                    }
+                    Some(Ok(Err(e))) => break Err(e),
+                    Some(Err(e)) => break Err(BackendError::Service { code: None, message: format!("a part upload failed: {e}") }),
+                },
+                _ = tick.tick() => if (self.interrupted)() {
+                    break Err(interrupted());
+                }
+            }
+        };
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        result?;
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    /// Downloads an object to `local` through `<local>.devami-part-<pid>` in the same folder,
+    /// renamed into place at the end: never a partial file under the final name; the temporary
+    /// file goes on error or Ctrl-C. Large objects come in concurrent ranges. Returns the size.
+    pub async fn download_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        local: &Path,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64, BackendError> {
+        let Some(name) = local.file_name() else {
+            return Err(BackendError::Service {
+                code: None,
+                message: format!("`{}` is not a file path: name the file to download to", local.display()),
+            });
+        };
+        let head = self.client.head_object().bucket(bucket).key(key).send();
+        let head =
+            self.interruptible(head).await?.map_err(|e| self.fail("HeadObject", bucket, Some(key), e))?;
+        let size = u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0);
+        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| local_error("create", parent, &e))?;
+        }
+        let mut temp_name = name.to_os_string();
+        temp_name.push(format!(".devami-part-{}", std::process::id()));
+        let mut temp = TempFile(local.with_file_name(temp_name));
+        progress(0, size);
+        let written = if size > self.threshold {
+            self.download_ranges(bucket, key, &temp.0, size, progress).await?
+        } else {
+            self.download_whole(bucket, key, &temp.0, progress).await?
+        };
+        tokio::fs::rename(&temp.0, local).await.map_err(|e| local_error("write", local, &e))?;
+        temp.0 = PathBuf::new();
+        Ok(written)
+    }
+
+    async fn download_whole(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp: &Path,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64, BackendError> {
+        let request = self.client.get_object().bucket(bucket).key(key).send();
+        let out =
+            self.interruptible(request).await?.map_err(|e| self.fail("GetObject", bucket, Some(key), e))?;
+        let total = u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0);
+        let mut body = out.body;
+        let mut file = tokio::fs::File::create(temp).await.map_err(|e| local_error("create", temp, &e))?;
+        let mut done = 0u64;
+        progress(0, total);
+        loop {
+            let chunk = self.interruptible(body.try_next()).await?.map_err(|e| self.stream_error(&e))?;
+            let Some(chunk) = chunk else { break };
+            file.write_all(&chunk).await.map_err(|e| local_error("write", temp, &e))?;
+            done += chunk.len() as u64;
+            progress(done, total);
+        }
+        file.sync_all().await.map_err(|e| local_error("write", temp, &e))?;
+        if done != total {
+            return Err(BackendError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: format!(
+                    "the download of `s3://{bucket}/{key}` ended after {done} of {total} bytes; retry"
+                ),
+            });
+        }
+        Ok(done)
+    }
+
+    async fn download_ranges(
+        &self,
+        bucket: &str,
+        key: &str,
+        temp: &Path,
+        size: u64,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64, BackendError> {
+        let file = tokio::fs::File::create(temp).await.map_err(|e| local_error("create", temp, &e))?;
+        file.set_len(size).await.map_err(|e| local_error("write", temp, &e))?;
+        let count = size.div_ceil(self.part_size);
+        let mut next = 0u64;
+        let mut done = 0u64;
+        let mut tasks = JoinSet::new();
+        let mut tick = tokio::time::interval(INTERRUPT_POLL);
+        let result = loop {
+            while tasks.len() < CONCURRENCY && next < count {
+                let offset = next * self.part_size;
+                let len = self.part_size.min(size - offset);
+                let (store, bucket, key, temp) =
+                    (self.clone(), bucket.to_string(), key.to_string(), temp.to_path_buf());
+                tasks.spawn(async move {
+                    let range = format!("bytes={offset}-{}", offset + len - 1);
+                    let out = store
+                        .client
+                        .get_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .range(range)
+                        .send()
+                        .await
+                        .map_err(|e| store.fail("GetObject", &bucket, Some(&key), e))?;
+                    let bytes = out.body.collect().await.map_err(|e| store.stream_error(&e))?.into_bytes();
+                    if bytes.len() as u64 != len {
+                        return Err(BackendError::Unreachable {
+                            endpoint: store.endpoint.clone(),
+                            message: format!(
+                                "`s3://{bucket}/{key}` sent {} bytes for a range of {len}: did it change during the download?",
+                                bytes.len()
+                            ),
+                        });
+                    }
+                    write_range(&temp, offset, &bytes).await?;
+                    Ok::<_, BackendError>(len)
+                });
+                next += 1;
+            }
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break Ok(()),
+                    Some(Ok(Ok(len))) => {
+                        done += len;
+                        progress(done, size);
+                    }
+                    Some(Ok(Err(e))) => break Err(e),
+                    Some(Err(e)) => break Err(BackendError::Service { code: None, message: format!("a ranged download failed: {e}") }),
+                },
+                _ = tick.tick() => if (self.interrupted)() {
+                    break Err(interrupted());
+                }
+            }
+        };
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        result?;
+        file.sync_all().await.map_err(|e| local_error("write", temp, &e))?;
+        Ok(done)
+    }
+
+    /// Runs `future` unless Ctrl-C comes first (checked at once, then every 50 ms).
+    async fn interruptible<F: Future>(&self, future: F) -> Result<F::Output, BackendError> {
+        let mut future = std::pin::pin!(future);
+        let mut tick = tokio::time::interval(INTERRUPT_POLL);
+        loop {
+            tokio::select! {
+                biased;
+                _ = tick.tick() => if (self.interrupted)() {
+                    return Err(interrupted());
+                },
+                out = &mut future => return Ok(out),
+            }
+        }
+    }
+
+    /// An SDK error, with `NotFound` naming the bucket or object.
+    fn fail<E>(&self, op: &str, bucket: &str, key: Option<&str>, err: SdkError<E>) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match map_at(&self.endpoint, op, err) {
+            BackendError::NotFound { what: "bucket", .. } => {
+                BackendError::NotFound { what: "bucket", id: format!("s3://{bucket}") }
+            }
+            BackendError::NotFound { .. } => match key {
+                Some(key) => BackendError::NotFound { what: "object", id: format!("s3://{bucket}/{key}") },
+                None => BackendError::NotFound { what: "bucket", id: format!("s3://{bucket}") },
+            },
+            other => other,
+        }
+    }
+
+    fn stream_error(&self, err: &dyn std::error::Error) -> BackendError {
+        BackendError::Unreachable { endpoint: self.endpoint.clone(), message: root_cause(err) }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The same store, deaf to Ctrl-C (tests that must not see other tests' interrupts).
+    #[cfg(test)]
+    pub(crate) fn without_interrupts(mut self) -> ObjectStore {
+        self.interrupted = || false;
+        self
+    }
+}
+
+/// Maps an SDK error: connection failures and timeouts → `Unreachable`; missing keys and buckets
+/// → `NotFound`; rejected or missing credentials → `Credentials`; other service errors →
+/// `Service` with the service's code and message.
+pub fn map_sdk_error<E>(op: &str, err: SdkError<E>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    map_at("the S3 endpoint", op, err)
+}
+
+const CREDENTIAL_CODES: [&str; 6] = [
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "NotSignedUp",
+];
+
+const CREDENTIALS_HINT: &str =
+    "check `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or `AWS_PROFILE`, or run `aws sso login` and retry";
+
+fn map_at<E>(endpoint: &str, op: &str, err: SdkError<E>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(service) = &err {
+        let status = service.raw().status().as_u16();
+        let e = service.err();
+        let code = e.code().map(str::to_string);
+        let message =
+            e.message().map(str::to_string).unwrap_or_else(|| format!("`{op}` answered HTTP {status}"));
+        return match code.as_deref() {
+            Some("NoSuchBucket") => BackendError::NotFound { what: "bucket", id: message },
+            Some("NoSuchKey" | "NotFound" | "NoSuchUpload") => {
+                BackendError::NotFound { what: "object", id: message }
+            }
+            None if status == 404 => BackendError::NotFound { what: "object", id: message },
+            Some(c) if CREDENTIAL_CODES.contains(&c) => BackendError::Credentials {
+                message: format!("{c}: {message}"),
+                hint: CREDENTIALS_HINT.into(),
+            },
+            _ => BackendError::Service { code, message },
+        };
+    }
+    let text = DisplayErrorContext(&err).to_string();
+    let about_credentials = text.to_lowercase().contains("credential");
+    match err {
+        SdkError::TimeoutError(_) => {
+            BackendError::Unreachable { endpoint: endpoint.to_string(), message: format!("`{op}` timed out") }
+        }
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) if about_credentials => {
+            BackendError::Credentials { message: root_cause(&err), hint: CREDENTIALS_HINT.into() }
+        }
+        SdkError::DispatchFailure(_) => {
+            BackendError::Unreachable { endpoint: endpoint.to_string(), message: root_cause(&err) }
+        }
+        _ => BackendError::Service { code: None, message: text },
+    }
+}
+
+/// The innermost message of an error chain (`connection refused` rather than `dispatch failure`).
+fn root_cause(err: &dyn std::error::Error) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+fn local_error(action: &str, path: &Path, err: &std::io::Error) -> BackendError {
+    BackendError::Service { code: None, message: format!("could not {action} `{}`: {err}", path.display()) }
+}
+
+async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| local_error("read", path, &e))?;
+    file.seek(SeekFrom::Start(offset)).await.map_err(|e| local_error("read", path, &e))?;
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    file.read_exact(&mut buf).await.map_err(|e| local_error("read", path, &e))?;
+    Ok(buf)
+}
+
+async fn write_range(path: &Path, offset: u64, bytes: &[u8]) -> Result<(), BackendError> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .await
+        .map_err(|e| local_error("write", path, &e))?;
+    file.seek(SeekFrom::Start(offset)).await.map_err(|e| local_error("write", path, &e))?;
+    file.write_all(bytes).await.map_err(|e| local_error("write", path, &e))?;
+    file.flush().await.map_err(|e| local_error("write", path, &e))
+}
+
+/// A download's temporary file, removed on drop unless emptied (renamed into place).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3server::tests::fixture;
+    use std::fs;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn data(len: u64) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect()
+    }
+
+    /// The backends' `async_trait` methods need `Send` futures.
+    #[test]
+    fn futures_are_send() {
+        fn send<T: Send>(_: T) {}
+        let store = ObjectStore::local(&Endpoint::at_port(9));
+        let mut progress = |_: u64, _: u64| {};
+        send(store.ensure_bucket("b"));
+        send(store.put("b", "k", Vec::new()));
+        send(store.get("b", "k"));
+        send(store.exists("b", "k"));
+        send(store.list("b", ""));
+        send(store.upload_file("b", "k", Path::new("f"), &mut progress));
+        send(store.download_file("b", "k", Path::new("f"), &mut progress));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn objects_round_trip() {
+        let f = fixture().await;
+        let s = &f.store;
+        s.ensure_bucket("alpha").await.unwrap();
+        s.ensure_bucket("alpha").await.unwrap();
+        s.put("alpha", "empty", Vec::new()).await.unwrap();
+        s.put("alpha", "one", vec![7]).await.unwrap();
+        s.put("alpha", "dir/two", b"hello".to_vec()).await.unwrap();
+        assert_eq!(s.get("alpha", "empty").await.unwrap(), b"");
+        assert_eq!(s.get("alpha", "one").await.unwrap(), [7]);
+        assert_eq!(s.get("alpha", "dir/two").await.unwrap(), b"hello");
+        s.put("alpha", "dir/two", b"bye".to_vec()).await.unwrap();
+        assert_eq!(s.get("alpha", "dir/two").await.unwrap(), b"bye");
+        assert!(s.exists("alpha", "empty").await.unwrap());
+        assert!(!s.exists("alpha", "nope").await.unwrap());
+        assert!(!s.exists("alpha", "dir").await.unwrap());
+        let listed = s.list("alpha", "").await.unwrap();
+        let keys: Vec<_> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!(keys, [("dir/two", 3), ("empty", 0), ("one", 1)]);
+        assert!(listed.iter().all(|o| o.modified.is_some_and(|t| t > 1_600_000_000)));
+        assert_eq!(s.list("alpha", "dir/").await.unwrap().len(), 1);
+        assert!(s.list("alpha", "zzz").await.unwrap().is_empty());
+        match s.get("alpha", "nope").await {
+            Err(BackendError::NotFound { what: "object", id }) => assert_eq!(id, "s3://alpha/nope"),
+            other => panic!("{other:?}"),
+        }
+        match s.list("missing-bucket", "").await {
+            Err(BackendError::NotFound { what: "bucket", id }) => assert_eq!(id, "s3://missing-bucket"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.put("missing-bucket", "x", vec![1]).await,
+            Ok(()) | Err(BackendError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn neuro_caas_keys_with_spaces_and_colons() {
+        let f = fixture().await;
+        let s = &f.store;
+        s.ensure_bucket("cianalysispipeline").await.unwrap();
+        let job = "group/results/debugjob2026-11-25 13:23:38.123456";
+        let keys = [
+            format!("{job}/logs/DATASET_NAME:data.txt_STATUS.txt"),
+            format!("{job}/logs/certificate.txt"),
+            format!("{job}/process_results/end.txt"),
+            "group/inputs/data set (1).txt".to_string(),
+            "group/configs/config+plus&amp=1.json".to_string(),
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            s.put("cianalysispipeline", key, format!("content {i}").into_bytes()).await.unwrap();
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(s.get("cianalysispipeline", key).await.unwrap(), format!("content {i}").into_bytes());
+            assert!(s.exists("cianalysispipeline", key).await.unwrap());
+        }
+        let logs = s.list("cianalysispipeline", &format!("{job}/logs/")).await.unwrap();
+        let names: Vec<_> = logs.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(names, [keys[0].clone(), keys[1].clone()]);
+        assert_eq!(s.list("cianalysispipeline", "group/").await.unwrap().len(), keys.len());
+        let on_disk = f.home.buckets_dir().join("cianalysispipeline").join(&keys[0]);
+        assert_eq!(fs::read(on_disk).unwrap(), b"content 0");
+        let local = f.tmp.path().join("dl/status file.txt");
+        let n = s.download_file("cianalysispipeline", &keys[0], &local, &mut |_, _| {}).await.unwrap();
+        assert_eq!((n, fs::read(&local).unwrap()), (9, b"content 0".to_vec()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_at_and_above_the_multipart_threshold() {
+        let f = fixture().await;
+        let s = f.store.clone().with_multipart(5 * MIB, 5 * MIB);
+        s.ensure_bucket("alpha").await.unwrap();
+        for (name, len) in
+            [("at", 5 * MIB), ("above", 5 * MIB + 1), ("three", 12 * MIB + 5), ("tiny", 1), ("none", 0)]
+        {
+            let local = f.tmp.path().join(name);
+            let bytes = data(len);
+            fs::write(&local, &bytes).unwrap();
+            let mut seen = Vec::new();
+            let sent = s
+                .upload_file("alpha", name, &local, &mut |done, total| seen.push((done, total)))
+                .await
+                .unwrap();
+            assert_eq!(sent, len);
+            assert_eq!(seen.first(), Some(&(0, len)), "{name}");
+            assert_eq!(seen.last(), Some(&(len, len)), "{name}");
+            assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{name}: {seen:?}");
+            let head = s.client().head_object().bucket("alpha").key(name).send().await.unwrap();
+            let multipart = head.e_tag().unwrap_or_default().contains('-');
+            assert_eq!(multipart, len > 5 * MIB, "{name}: {:?}", head.e_tag());
+            assert_eq!(fs::read(f.home.buckets_dir().join("alpha").join(name)).unwrap(), bytes, "{name}");
+            let back = f.tmp.path().join(format!("{name}.back"));
+            let mut seen = Vec::new();
+            let got = s
+                .download_file("alpha", name, &back, &mut |done, total| seen.push((done, total)))
+                .await
+                .unwrap();
+            assert_eq!(got, len);
+            assert_eq!(seen.last(), Some(&(len, len)), "{name}");
+            assert!(fs::read(&back).unwrap() == bytes, "{name} differs after download");
+        }
+        let leftovers: Vec<_> = fs::read_dir(f.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("devami-part"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_downloads_leave_nothing_behind() {
+        let f = fixture().await;
+        let s = &f.store;
+        s.ensure_bucket("alpha").await.unwrap();
+        let local = f.tmp.path().join("out.txt");
+        let err = s.download_file("alpha", "missing.txt", &local, &mut |_, _| {}).await.unwrap_err();
+        assert!(
+            matches!(&err, BackendError::NotFound { what: "object", id } if id == "s3://alpha/missing.txt"),
+            "{err:?}"
+        );
+        // An existing file under the final name is kept as it was.
+        fs::write(&local, b"previous").unwrap();
+        assert!(s.download_file("alpha", "missing.txt", &local, &mut |_, _| {}).await.is_err());
+        assert_eq!(fs::read(&local).unwrap(), b"previous");
+        let names: Vec<_> = fs::read_dir(f.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("devami-part")), "{names:?}");
+        assert!(s.download_file("alpha", "x", Path::new("/"), &mut |_, _| {}).await.is_err());
+    }
+
+    /// The only test that touches the process-wide Ctrl-C flag.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ctrl_c_stops_transfers_cleanly() {
+        let f = fixture().await;
+        let quiet = f.store.clone().with_multipart(5 * MIB, 5 * MIB);
+        let s = ObjectStore::local(&f.endpoint).with_multipart(5 * MIB, 5 * MIB);
+        quiet.ensure_bucket("alpha").await.unwrap();
+        let bytes = data(11 * MIB);
+        let local = f.tmp.path().join("big.bin");
+        fs::write(&local, &bytes).unwrap();
+        quiet.upload_file("alpha", "big.bin", &local, &mut |_, _| {}).await.unwrap();
+        quiet.put("alpha", "small.txt", b"small".to_vec()).await.unwrap();
+
+        crate::interrupt::raise();
+        let down_big =
+            s.download_file("alpha", "big.bin", &f.tmp.path().join("big.out"), &mut |_, _| {}).await;
+        let down_small =
+            s.download_file("alpha", "small.txt", &f.tmp.path().join("small.out"), &mut |_, _| {}).await;
+        let up = s.upload_file("alpha", "big2.bin", &local, &mut |_, _| {}).await;
+        crate::interrupt::clear();
+
+        for result in [down_big, down_small, up] {
+            assert!(result.as_ref().is_err_and(is_interrupted), "{result:?}");
+        }
+        let names: Vec<_> = fs::read_dir(f.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".out") || n.contains("devami-part")), "{names:?}");
+        assert!(!quiet.exists("alpha", "big2.bin").await.unwrap());
+        let root: Vec<_> = fs::read_dir(f.home.buckets_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload"))
+            .collect();
+        assert!(root.is_empty(), "multipart leftovers: {root:?}");
+    }
+
+    /// A part that cannot be read fails the upload, and the multipart upload is aborted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_multipart_uploads_are_aborted() {
+        let f = fixture().await;
+        let s = f.store.clone().with_multipart(5 * MIB, 5 * MIB);
+        s.ensure_bucket("alpha").await.unwrap();
+        // The file shrinks between the size check and the part reads: a part read fails.
+        let local = f.tmp.path().join("shrinking.bin");
+        fs::write(&local, data(11 * MIB)).unwrap();
+        let mut first = true;
+        let path = local.clone();
+        let result = s
+            .upload_file("alpha", "shrinking.bin", &local, &mut |_, _| {
+                if std::mem::take(&mut first) {
+                    fs::write(&path, b"short").unwrap();
+                }
+            })
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(!s.exists("alpha", "shrinking.bin").await.unwrap());
+        let uploads: Vec<_> = fs::read_dir(f.home.buckets_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload"))
+            .collect();
+        assert!(uploads.is_empty(), "multipart leftovers: {uploads:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn errors_are_mapped() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let mut wrong = f.endpoint.clone();
+        wrong.secret_key = "not-the-secret".into();
+        let err = ObjectStore::local(&wrong).without_interrupts().get("alpha", "x").await.unwrap_err();
+        assert!(matches!(err, BackendError::Credentials { .. }), "{err:?}");
+        let mut unknown = f.endpoint.clone();
+        unknown.access_key = "someone-else".into();
+        let err = ObjectStore::local(&unknown).without_interrupts().list("alpha", "").await.unwrap_err();
+        assert!(matches!(err, BackendError::Credentials { .. }), "{err:?}");
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let mut closed = f.endpoint.clone();
+        closed.url = format!("http://127.0.0.1:{port}");
+        let err = ObjectStore::local(&closed).without_interrupts().get("alpha", "x").await.unwrap_err();
+        match &err {
+            BackendError::Unreachable { endpoint, message } => {
+                assert_eq!(endpoint, &closed.url);
+                assert!(!message.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("cannot reach `{}`", closed.url)), "{text}");
+    }
+}

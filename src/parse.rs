@@ -2370,7 +2370,10 @@ mod tests {
             ),
             ("get_ip(x=1)", "error: get_ip() got an unexpected keyword argument 'x' (it takes no arguments)"),
             ("get_ip(1)", "error: get_ip(): takes no arguments (1 given)"),
-            ("job_status(1, 2)", "error: job_status(): takes at most 1 argument (jobind) but 2 were given"),
+            (
+                "job_status(1, 2, 3)",
+                "error: job_status(): takes at most 2 arguments (jobind, wait) but 3 were given",
+            ),
             (
                 "launch_ami(timeout=5, \"ubuntu18\")",
                 "error: launch_ami(): positional argument `'ubuntu18'` follows keyword argument `timeout`; \
@@ -2554,12 +2557,9 @@ mod tests {
             ("job_status abc", "error: job_status: `jobind` expects an integer, got `abc`"),
             (
                 "job_status -x",
-                "error: job_status: unknown option `-x`: options are written `--name` (expected: --jobind)",
+                "error: job_status: unknown option `-x`: options are written `--name` (expected: --jobind, --wait)",
             ),
-            (
-                "job_status 1 2",
-                "error: job_status: unexpected argument `2` (it takes at most 1: jobind); usage: job_status [JOBIND=-1]",
-            ),
+            ("job_status 1 2", "error: job_status: `wait` expects True or False, got `2`"),
             (
                 "get_ip extra",
                 "error: get_ip: unexpected argument `extra` (it takes no arguments); usage: get_ip",

@@ -1,1 +1,1191 @@
-//! (placeholder: being written)
+//! The local backend's S3-compatible endpoint: `buckets/<bucket>/<key>` served on loopback.
+//!
+//! One detached daemon per home (`devami __s3d HOME`, started on demand by [`ensure_running`])
+//! serves the home's `buckets/` folder with the S3 protocol (s3s with the s3s-fs file backend,
+//! SigV4 with the static key pair [`ACCESS_KEY`]/[`SECRET_KEY`]), so that `aws s3 cp` and boto3
+//! inside jobs, and the shell's own [`ObjectStore`](crate::objstore::ObjectStore), work unchanged.
+//! It records `run/s3.json` (`{pid, port, started}`) and `run/s3.port` after binding, keeps its
+//! port across restarts (jobs have the address in their environment), and exits after
+//! [`IDLE_TIMEOUT`] without a request. `run/s3d.lock` is held for the daemon's lifetime, so a home
+//! never has two.
+//!
+//! Storage (what s3s-fs does, and what this module adds):
+//! - an object is the plain file `buckets/<bucket>/<key>` (key segments are folders); GET, HEAD and
+//!   LIST read the file system at request time, so a file written directly into a bucket folder by
+//!   another process (the job supervisors' live output) is served without any PUT, with the size
+//!   the file has when the request arrives;
+//! - s3s-fs keeps optional sidecars next to the buckets, in `buckets/` itself:
+//!   `.bucket-<b64 bucket>.object-<b64 key>.internal.json` (ETag and checksums) and
+//!   `….metadata.json` (content type, user metadata), base64 URL-safe without padding. Without
+//!   them an object's ETag is the MD5 of its current content, computed per request. A sidecar left
+//!   by an earlier PUT would describe old content once the file is rewritten directly (and the
+//!   SDK checks the stored CRC against the body), so direct writers call [`prepare_direct_write`],
+//!   which removes them; the server also drops an `internal.json` older than its object;
+//! - sidecar file names grow with the key and s3s-fs fails a write when they exceed the file system's
+//!   255-byte name limit (keys of about 150 bytes), so such writes are staged under a short name and
+//!   renamed into place without sidecars.
+//!
+//! Keys stay inside their bucket: s3s-fs resolves `bucket/key` lexically inside `buckets/` only, so
+//! `..` could reach another bucket or the sidecars; the `Guarded` layer refuses keys with `.` or
+//! `..` segments, a leading `/` or NUL, and any symbolic link on the way (bucket folder included)
+//! whose target is not inside the bucket. The check happens before the file operation (a process
+//! that can write to `buckets/` can race it, but such a process can read the files directly anyway).
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::crypto::{Checksum, Md5};
+use s3s::dto;
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::error::{Error, Result};
+use crate::localhome::{Home, read_json, write_json};
+use crate::state::write_atomically;
+
+/// The access key jobs and the shell sign with.
+pub const ACCESS_KEY: &str = "devami-local";
+/// The matching secret key (the endpoint listens on loopback only).
+pub const SECRET_KEY: &str = "devami-local-secret";
+/// The region the endpoint claims.
+pub const REGION: &str = "us-east-1";
+/// The daemon exits after this long without a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+/// Where writes whose sidecar names would be too long are staged (not a valid bucket name, so
+/// no client can address it and `ListBuckets` skips it).
+const STAGING: &str = ".devami-staging";
+/// The longest file name the file system takes.
+const NAME_MAX: usize = 255;
+
+/// Where the endpoint is and how to sign for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl Endpoint {
+    /// The local endpoint on `port` with the static key pair.
+    pub fn at_port(port: u16) -> Endpoint {
+        Endpoint {
+            url: format!("http://127.0.0.1:{port}"),
+            access_key: ACCESS_KEY.to_string(),
+            secret_key: SECRET_KEY.to_string(),
+            region: REGION.to_string(),
+        }
+    }
+
+    /// The environment that points the AWS CLI, boto3 and the SDKs at the endpoint (what jobs
+    /// get). `AWS_PROFILE` must be removed from a job's environment: botocore prefers an explicit
+    /// profile to these variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.url.as_str()),
+            ("AWS_ENDPOINT_URL_S3", self.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.as_str()),
+            ("AWS_DEFAULT_REGION", self.region.as_str()),
+            ("AWS_REGION", self.region.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// `run/s3.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    pid: u32,
+    port: u16,
+    /// Epoch seconds.
+    started: i64,
+}
+
+/// The running endpoint of `home`, starting the daemon if none answers.
+pub fn ensure_running(home: &Home) -> Result<Endpoint> {
+    if let Some(endpoint) = running(home) {
+        return Ok(endpoint);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("locate", "the devami executable", e))?;
+    start(home, &exe)
+}
+
+/// Starts `exe __s3d HOME` unless an endpoint answers once the start lock is held.
+fn start(home: &Home, exe: &Path) -> Result<Endpoint> {
+    let run = home.run_dir();
+    let lock_path = run.join("s3.start.lock");
+    let lock = open_lock(&lock_path)?;
+    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    if let Some(endpoint) = running(home) {
+        return Ok(endpoint);
+    }
+    // Whatever s3.json says now is stale: its process is gone or does not answer.
+    let _ = fs::remove_file(run.join("s3.json"));
+    let log_path = run.join("s3.log");
+    let mut child = spawn_daemon(home, exe, &log_path)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut exited = false;
+    loop {
+        if let Some(endpoint) = running(home) {
+            reap_later(child);
+            return Ok(endpoint);
+        }
+        if !exited {
+            match child.try_wait() {
+                // Another daemon holds the home: wait for its s3.json.
+                Ok(Some(status)) if status.success() => exited = true,
+                Ok(Some(status)) => {
+                    return Err(Error::Refused(format!(
+                        "the local S3 endpoint did not start ({status}); see `{}` for its log",
+                        log_path.display()
+                    )));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::io("wait for", "the local S3 endpoint", e)),
+            }
+        }
+        if Instant::now() >= deadline {
+            if !exited {
+                reap_later(child);
+            }
+            return Err(Error::Refused(format!(
+                "the local S3 endpoint did not answer within {} s; see `{}` for its log, or remove `{}` and retry",
+                START_TIMEOUT.as_secs(),
+                log_path.display(),
+                run.join("s3.json").display()
+            )));
+        }
+        if let Err(e) = crate::interrupt::check() {
+            if !exited {
+                reap_later(child);
+            }
+            return Err(e);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether the endpoint of `home` is up; the request counts as activity (keeps it from idling out).
+pub fn ping(home: &Home) -> bool {
+    running(home).is_some()
+}
+
+/// The endpoint recorded in `run/s3.json` when its process lives and it answers HTTP (never
+/// starts one).
+pub fn running(home: &Home) -> Option<Endpoint> {
+    let path = home.run_dir().join("s3.json");
+    if !path.exists() {
+        return None;
+    }
+    let record: Record = read_json(&path).ok()?;
+    (pid_alive(record.pid) && answers(record.port)).then(|| Endpoint::at_port(record.port))
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A real HTTP exchange with `127.0.0.1:port` (any HTTP response will do).
+fn answers(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 7];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1."
+}
+
+fn open_lock(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
+}
+
+fn spawn_daemon(home: &Home, exe: &Path, log_path: &Path) -> Result<Child> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| Error::io("open", log_path, e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__s3d").arg(home.root()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log));
+    // SAFETY: setsid is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
+    }
+    cmd.spawn().map_err(|e| Error::io("start", exe, e))
+}
+
+/// Collects the daemon's exit status whenever it comes, so it never lingers as a zombie.
+fn reap_later(mut child: Child) {
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+}
+
+/// The daemon: `devami __s3d HOME_ROOT`. Returns the process exit status.
+pub fn serve(home_root: &Path) -> i32 {
+    match serve_home(home_root, IDLE_TIMEOUT) {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut text = format!("devami s3d: error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!("\n  caused by: {s}"));
+                source = s.source();
+            }
+            eprintln!("{text}");
+            1
+        }
+    }
+}
+
+fn serve_home(root: &Path, idle: Duration) -> Result<()> {
+    let home = Home::at(root.to_path_buf())?;
+    let run = home.run_dir();
+    let Some(lock) = take_daemon_lock(&run.join("s3d.lock"), Duration::from_secs(2))? else {
+        eprintln!("devami s3d: another endpoint serves `{}`; leaving it alone", home.root().display());
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start", "the endpoint's async runtime", e))?;
+    let record_path = run.join("s3.json");
+    let result = runtime.block_on(async {
+        let listener = bind(&run).await?;
+        let port = listener.local_addr().map_err(|e| Error::io("bind", "127.0.0.1", e))?.port();
+        write_atomically(&run.join("s3.port"), format!("{port}\n").as_bytes())?;
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let record = Record { pid: std::process::id(), port, started };
+        write_json(&record_path, &record)?;
+        eprintln!(
+            "devami s3d: pid {} serving `{}` on http://127.0.0.1:{port} since {}",
+            record.pid,
+            home.buckets_dir().display(),
+            crate::clock::format(started)
+        );
+        serve_on(listener, home.buckets_dir(), idle).await
+    });
+    if read_json::<Record>(&record_path).is_ok_and(|r| r.pid == std::process::id()) {
+        let _ = fs::remove_file(&record_path);
+    }
+    if result.is_ok() {
+        eprintln!("devami s3d: pid {} idle for {} s, exiting", std::process::id(), idle.as_secs());
+    }
+    drop(lock);
+    result
+}
+
+/// The lock a daemon holds for its lifetime, waiting up to `patience` for a daemon that is idling
+/// out to release it; `None` when another daemon keeps it.
+fn take_daemon_lock(path: &Path, patience: Duration) -> Result<Option<File>> {
+    let lock = open_lock(path)?;
+    let deadline = Instant::now() + patience;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(Some(lock)),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(POLL),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+    }
+}
+
+/// Binds 127.0.0.1 on the port of `run/s3.port` when it is free, else on a new port.
+async fn bind(run: &Path) -> Result<TcpListener> {
+    let recorded = fs::read_to_string(run.join("s3.port")).ok().and_then(|s| s.trim().parse::<u16>().ok());
+    if let Some(port) = recorded.filter(|p| *p != 0)
+        && let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await
+    {
+        return Ok(listener);
+    }
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.map_err(|e| Error::io("bind", "127.0.0.1", e))
+}
+
+/// Serves `buckets` on `listener` until nothing happened for `idle` (no request, no open
+/// connection; an idle connection held open keeps it alive four times as long at most).
+pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -> Result<()> {
+    let activity = Arc::new(Activity::new());
+    let store = Guarded::new(&buckets, Arc::clone(&activity))?;
+    let mut builder = S3ServiceBuilder::new(store);
+    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = builder.build();
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let mut tick =
+        tokio::time::interval((idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    activity.open.fetch_add(1, Ordering::SeqCst);
+                    activity.touch();
+                    let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                    let activity = Arc::clone(&activity);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                        activity.touch();
+                        activity.open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                Err(e) => {
+                    eprintln!("devami s3d: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = tick.tick() => {
+                let quiet = activity.quiet_for();
+                let open = activity.open.load(Ordering::SeqCst);
+                if (open == 0 && quiet >= idle) || quiet >= idle.saturating_mul(4) {
+                    return Ok(());
+                }
+                // The home was removed (a test's scratch folder, a `rm -rf`): nothing left to serve.
+                if !buckets.is_dir() {
+                    eprintln!("devami s3d: `{}` is gone, exiting", buckets.display());
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// When the endpoint last saw a request, and how many connections are open.
+struct Activity {
+    last: Mutex<Instant>,
+    open: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { last: Mutex::new(Instant::now()), open: AtomicUsize::new(0) }
+    }
+
+    fn touch(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.last.lock().map(|l| l.elapsed()).unwrap_or_default()
+    }
+}
+
+/// Why a key is refused, or `None` when it stays inside its bucket by construction.
+fn bad_key(key: &str) -> Option<&'static str> {
+    if key.starts_with('/') {
+        Some("starts with `/`")
+    } else if key.contains('\0') {
+        Some("contains a NUL character")
+    } else if key.split('/').any(|s| s == "." || s == "..") {
+        Some("has a `.` or `..` segment")
+    } else {
+        None
+    }
+}
+
+/// Checks that no symbolic link on the way from `bucket_dir` (included) to `key` leads outside
+/// `bucket_dir`; `Err` carries the offending path.
+fn check_links(bucket_dir: &Path, key: &str) -> std::result::Result<PathBuf, PathBuf> {
+    if fs::symlink_metadata(bucket_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(bucket_dir.to_path_buf());
+    }
+    let mut path = bucket_dir.to_path_buf();
+    for segment in key.split('/').filter(|s| !s.is_empty()) {
+        path.push(segment);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&path) {
+                Ok(real) if real.starts_with(bucket_dir) => {}
+                _ => return Err(path),
+            },
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(bucket_dir.join(key))
+}
+
+/// base64 URL-safe without padding, as s3s-fs names its sidecars.
+fn b64(s: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// The sidecar s3s-fs keeps for an object (`kind`: `internal` or `metadata`).
+fn sidecar_name(bucket: &str, key: &str, kind: &str) -> String {
+    format!(".bucket-{}.object-{}.{kind}.json", b64(bucket), b64(key))
+}
+
+/// Whether s3s-fs's sidecar names for this object (with an upload id for multipart uploads) would
+/// exceed the file system's name limit, so that its writes would fail.
+fn sidecar_too_long(bucket: &str, key: &str, multipart: bool) -> bool {
+    let upload = if multipart { ".upload-".len() + 36 } else { 0 };
+    sidecar_name(bucket, key, "metadata").len() + upload > NAME_MAX
+}
+
+/// Removes the sidecars of an object (after a delete, or before a direct write).
+fn remove_sidecars(root: &Path, bucket: &str, key: &str) {
+    if sidecar_too_long(bucket, key, false) {
+        return;
+    }
+    for kind in ["internal", "metadata"] {
+        let _ = fs::remove_file(root.join(sidecar_name(bucket, key, kind)));
+    }
+}
+
+/// Removes what interrupted writes left in `buckets/` before the endpoint starts (s3s-fs itself
+/// only removes its `.tmp.*` files): staged writes, and the parts of multipart uploads untouched
+/// for a day (no endpoint was running, so no client can be in the middle of them).
+fn sweep(root: &Path) {
+    let _ = fs::remove_dir_all(root.join(STAGING));
+    let Ok(entries) = fs::read_dir(root) else { return };
+    let day = Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        // `.upload-<id>.json`, `.upload_id-<id>.part-<n>` and `.bucket-….upload-<id>.metadata.json`
+        // (base64 has no dots, so `.upload-` in a sidecar name is the upload's).
+        let is_upload = name.to_str().is_some_and(|n| n.starts_with(".upload") || n.contains(".upload-"));
+        let old =
+            entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if is_upload && old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The path of `bucket`/`key` for a process that writes the object's file directly (the live
+/// output of a job): validates the names, creates the bucket and the key's folders, refuses
+/// symbolic links that lead out of the bucket, and removes the sidecars an earlier PUT left, so
+/// that GET serves the file's current content. The caller then creates or appends to the file.
+pub fn prepare_direct_write(home: &Home, bucket: &str, key: &str) -> Result<PathBuf> {
+    if !s3s::path::check_bucket_name(bucket) {
+        return Err(Error::Refused(format!(
+            "`{bucket}` is not a valid bucket name: use 3 to 63 lowercase letters, digits, dots and dashes"
+        )));
+    }
+    if key.is_empty() || key.ends_with('/') {
+        return Err(Error::Refused(format!("object key `{key}` names a folder: give a file name")));
+    }
+    if let Some(why) = bad_key(key) {
+        return Err(Error::Refused(format!("object key `{key}` {why}: keys must stay inside their bucket")));
+    }
+    let root = home.buckets_dir();
+    let bucket_dir = root.join(bucket);
+    let path = check_links(&bucket_dir, key).map_err(|link| {
+        Error::Refused(format!(
+            "`{}` is a symbolic link that leads out of bucket `{bucket}`; remove it and retry",
+            link.display()
+        ))
+    })?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    }
+    remove_sidecars(&root, bucket, key);
+    Ok(path)
+}
+
+/// s3s-fs behind the checks of this module: names validated, links refused, activity recorded,
+/// stale sidecars dropped, over-long sidecar names avoided. Only the operations listed here are
+/// served; the others answer `NotImplemented`.
+struct Guarded {
+    fs: s3s_fs::FileSystem,
+    /// `buckets/`, canonical.
+    root: PathBuf,
+    activity: Arc<Activity>,
+    staged: AtomicU64,
+}
+
+impl Guarded {
+    fn new(buckets: &Path, activity: Arc<Activity>) -> Result<Guarded> {
+        fs::create_dir_all(buckets).map_err(|e| Error::io("create", buckets, e))?;
+        let root = fs::canonicalize(buckets).map_err(|e| Error::io("open", buckets, e))?;
+        sweep(&root);
+        let fs = s3s_fs::FileSystem::new(&root)
+            .map_err(|e| Error::io("serve", &root, io::Error::other(format!("{e:?}"))))?;
+        Ok(Guarded { fs, root, activity, staged: AtomicU64::new(0) })
+    }
+
+    fn bucket_dir(&self, bucket: &str) -> S3Result<PathBuf> {
+        self.activity.touch();
+        if !s3s::path::check_bucket_name(bucket) {
+            return Err(s3_error!(InvalidBucketName, "`{bucket}` is not a valid bucket name"));
+        }
+        let dir = self.root.join(bucket);
+        if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(s3_error!(AccessDenied, "bucket `{bucket}` is a symbolic link"));
+        }
+        Ok(dir)
+    }
+
+    /// The object's path, once the key is known to stay inside the bucket.
+    fn object(&self, bucket: &str, key: &str) -> S3Result<PathBuf> {
+        let dir = self.bucket_dir(bucket)?;
+        if let Some(why) = bad_key(key) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "object key `{key}` {why}: keys must stay inside their bucket"
+            ));
+        }
+        check_links(&dir, key)
+            .map_err(|_| s3_error!(AccessDenied, "object key `{key}` leads out of bucket `{bucket}`"))
+    }
+
+    /// GET and HEAD: a folder is no object; an `internal.json` older than its object (the file was
+    /// rewritten directly) would give a stale ETag and checksum, so it goes.
+    fn before_read(&self, bucket: &str, key: &str) -> S3Result<()> {
+        let path = self.object(bucket, key)?;
+        let Ok(meta) = fs::metadata(&path) else { return Ok(()) };
+        if meta.is_dir() {
+            return Err(s3_error!(NoSuchKey));
+        }
+        if sidecar_too_long(bucket, key, false) {
+            return Ok(());
+        }
+        let info = self.root.join(sidecar_name(bucket, key, "internal"));
+        if let (Ok(object_time), Ok(info_time)) =
+            (meta.modified(), fs::metadata(&info).and_then(|m| m.modified()))
+            && object_time > info_time
+        {
+            let _ = fs::remove_file(&info);
+        }
+        Ok(())
+    }
+
+    /// The staging key of a multipart upload of an object with an over-long sidecar name.
+    fn staged_multipart_key(bucket: &str, key: &str) -> String {
+        let mut md5 = Md5::new();
+        md5.update(bucket.as_bytes());
+        md5.update(b"/");
+        md5.update(key.as_bytes());
+        let digest = md5.finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("mpu-{hex}")
+    }
+
+    /// Moves a staged object to its place and forgets the staging sidecars.
+    fn unstage(&self, staged_key: &str, target: &Path) -> S3Result<()> {
+        let staged = self.root.join(STAGING).join(staged_key);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| s3_error!(e, InternalError, "cannot create the key's folder"))?;
+        }
+        let moved = fs::rename(&staged, target);
+        remove_sidecars(&self.root, STAGING, staged_key);
+        moved.map_err(|e| s3_error!(e, InternalError, "cannot move the staged object into place"))
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Guarded {
+    async fn create_bucket(
+        &self,
+        req: S3Request<dto::CreateBucketInput>,
+    ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
+        self.bucket_dir(&req.input.bucket)?;
+        self.fs.create_bucket(req).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<dto::DeleteBucketInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
+        self.bucket_dir(&req.input.bucket)?;
+        self.fs.delete_bucket(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        self.bucket_dir(&req.input.bucket)?;
+        self.fs.head_bucket(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
+        self.bucket_dir(&req.input.bucket)?;
+        self.fs.get_bucket_location(req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        self.activity.touch();
+        self.fs.list_buckets(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        self.bucket_dir(&req.input.bucket)?;
+        self.fs.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        self.bucket_dir(&req.input.bucket)?;
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<dto::GetObjectInput>,
+    ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        self.before_read(&req.input.bucket, &req.input.key)?;
+        self.fs.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        self.before_read(&req.input.bucket, &req.input.key)?;
+        self.fs.head_object(req).await
+    }
+
+    async fn put_object(
+        &self,
+        mut req: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let target = self.object(&bucket, &key)?;
+        if key.ends_with('/') || !sidecar_too_long(&bucket, &key, false) {
+            return self.fs.put_object(req).await;
+        }
+        let staged = format!("put-{}-{}", std::process::id(), self.staged.fetch_add(1, Ordering::SeqCst));
+        req.input.bucket = STAGING.to_string();
+        req.input.key = staged.clone();
+        let result = self.fs.put_object(req).await;
+        if result.is_ok() {
+            self.unstage(&staged, &target)?;
+        } else {
+            let _ = fs::remove_file(self.root.join(STAGING).join(&staged));
+            remove_sidecars(&self.root, STAGING, &staged);
+        }
+        result
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.object(&bucket, &key)?;
+        let out = self.fs.delete_object(req).await?;
+        remove_sidecars(&self.root, &bucket, &key);
+        Ok(out)
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let bucket = req.input.bucket.clone();
+        let keys: Vec<String> = req.input.delete.objects.iter().map(|o| o.key.clone()).collect();
+        for key in &keys {
+            self.object(&bucket, key)?;
+        }
+        let out = self.fs.delete_objects(req).await?;
+        for key in &keys {
+            remove_sidecars(&self.root, &bucket, key);
+        }
+        Ok(out)
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        if let dto::CopySource::Bucket { bucket, key, .. } = &req.input.copy_source {
+            self.before_read(bucket, key)?;
+        }
+        self.object(&req.input.bucket, &req.input.key)?;
+        self.fs.copy_object(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        mut req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.object(&bucket, &key)?;
+        if !sidecar_too_long(&bucket, &key, true) {
+            return self.fs.create_multipart_upload(req).await;
+        }
+        req.input.bucket = STAGING.to_string();
+        req.input.key = Self::staged_multipart_key(&bucket, &key);
+        let mut out = self.fs.create_multipart_upload(req).await?;
+        out.output.bucket = Some(bucket);
+        out.output.key = Some(key);
+        Ok(out)
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        self.object(&req.input.bucket, &req.input.key)?;
+        self.fs.upload_part(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        if let dto::CopySource::Bucket { bucket, key, .. } = &req.input.copy_source {
+            self.before_read(bucket, key)?;
+        }
+        self.object(&req.input.bucket, &req.input.key)?;
+        self.fs.upload_part_copy(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        self.object(&req.input.bucket, &req.input.key)?;
+        self.fs.list_parts(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        mut req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let target = self.object(&bucket, &key)?;
+        if !sidecar_too_long(&bucket, &key, true) {
+            return self.fs.complete_multipart_upload(req).await;
+        }
+        let staged = Self::staged_multipart_key(&bucket, &key);
+        req.input.bucket = STAGING.to_string();
+        req.input.key = staged.clone();
+        let out = self.fs.complete_multipart_upload(req).await?;
+        self.unstage(&staged, &target)?;
+        let mut output = match out.output.future {
+            Some(done) => done.await?,
+            None => out.output,
+        };
+        output.bucket = Some(bucket);
+        output.key = Some(key);
+        Ok(S3Response::new(output))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        mut req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.object(&bucket, &key)?;
+        if sidecar_too_long(&bucket, &key, true) {
+            req.input.bucket = STAGING.to_string();
+            req.input.key = Self::staged_multipart_key(&bucket, &key);
+        }
+        self.fs.abort_multipart_upload(req).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+    use crate::objstore::ObjectStore;
+
+    /// A home with its endpoint served in-process by the current tokio runtime.
+    pub(crate) struct Fixture {
+        pub tmp: tempfile::TempDir,
+        pub home: Home,
+        pub endpoint: Endpoint,
+        pub store: ObjectStore,
+    }
+
+    pub(crate) async fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().to_path_buf()).unwrap();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve_on(listener, home.buckets_dir(), Duration::from_secs(3600)));
+        let endpoint = Endpoint::at_port(port);
+        let store = ObjectStore::local(&endpoint).without_interrupts();
+        Fixture { tmp, home, endpoint, store }
+    }
+
+    fn sidecar(home: &Home, bucket: &str, key: &str, kind: &str) -> PathBuf {
+        home.buckets_dir().join(sidecar_name(bucket, key, kind))
+    }
+
+    #[test]
+    fn env_points_jobs_at_the_endpoint() {
+        let env = Endpoint::at_port(4567).env();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("AWS_ENDPOINT_URL"), Some("http://127.0.0.1:4567"));
+        assert_eq!(get("AWS_ENDPOINT_URL_S3"), Some("http://127.0.0.1:4567"));
+        assert_eq!(get("AWS_ACCESS_KEY_ID"), Some(ACCESS_KEY));
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), Some(SECRET_KEY));
+        assert_eq!(get("AWS_DEFAULT_REGION"), Some(REGION));
+        assert_eq!(get("AWS_REGION"), Some(REGION));
+        assert_eq!(env.len(), 6);
+    }
+
+    #[test]
+    fn b64_is_url_safe_without_padding() {
+        assert_eq!(b64(""), "");
+        assert_eq!(b64("f"), "Zg");
+        assert_eq!(b64("fo"), "Zm8");
+        assert_eq!(b64("foo"), "Zm9v");
+        assert_eq!(b64("foob"), "Zm9vYg");
+        assert_eq!(b64("\u{fb}\u{ff}"), "w7vDvw");
+        assert_eq!(b64("a?>"), "YT8-");
+        assert!(bad_key("../x").is_some() && bad_key("a/./b").is_some() && bad_key("/etc").is_some());
+        assert!(bad_key("a/..b/c.").is_none() && bad_key("DATASET_NAME:x_STATUS.txt").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sidecars_are_where_s3s_fs_puts_them_and_direct_writes_drop_them() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let key = "group/results/job 1/logs/DATASET_NAME:x_STATUS.txt";
+        f.store.put("alpha", key, b"old".to_vec()).await.unwrap();
+        assert!(sidecar(&f.home, "alpha", key, "internal").exists());
+        assert!(sidecar(&f.home, "alpha", key, "metadata").exists());
+        // A direct writer rewrites the object at once (same clock tick as the PUT).
+        let path = prepare_direct_write(&f.home, "alpha", key).unwrap();
+        assert_eq!(path, f.home.buckets_dir().join("alpha").join(key));
+        assert!(!sidecar(&f.home, "alpha", key, "internal").exists());
+        fs::write(&path, b"new and longer").unwrap();
+        assert_eq!(f.store.get("alpha", key).await.unwrap(), b"new and longer");
+        // Deleting forgets the sidecars too.
+        f.store.put("alpha", "gone.txt", b"x".to_vec()).await.unwrap();
+        f.store.client().delete_object().bucket("alpha").key("gone.txt").send().await.unwrap();
+        assert!(!sidecar(&f.home, "alpha", "gone.txt", "internal").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_written_directly_are_served_as_they_grow() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let path = prepare_direct_write(&f.home, "alpha", "job/logs/stdout").unwrap();
+        let mut out = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        out.write_all(b"line 1\n").unwrap();
+        assert_eq!(f.store.get("alpha", "job/logs/stdout").await.unwrap(), b"line 1\n");
+        assert!(f.store.exists("alpha", "job/logs/stdout").await.unwrap());
+        let listed = f.store.list("alpha", "job/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].size), ("job/logs/stdout", 7));
+        out.write_all(b"line 2\n").unwrap();
+        assert_eq!(f.store.get("alpha", "job/logs/stdout").await.unwrap(), b"line 1\nline 2\n");
+        let head =
+            f.store.client().head_object().bucket("alpha").key("job/logs/stdout").send().await.unwrap();
+        assert_eq!(head.content_length(), Some(14));
+
+        // Rewritten behind the server's back after a PUT (without prepare_direct_write): the
+        // stale sidecar (stored ETag and CRC) must not be served with the new content.
+        f.store.put("alpha", "report.txt", b"first version".to_vec()).await.unwrap();
+        let report = f.home.buckets_dir().join("alpha/report.txt");
+        fs::write(&report, b"second").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(2);
+        File::options().write(true).open(&report).unwrap().set_modified(later).unwrap();
+        assert_eq!(f.store.get("alpha", "report.txt").await.unwrap(), b"second");
+
+        // A folder is not an object.
+        assert!(matches!(f.store.get("alpha", "job/logs").await, Err(BackendError::NotFound { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_cannot_leave_their_bucket() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        f.store.ensure_bucket("bravo").await.unwrap();
+        f.store.put("bravo", "secret.txt", b"secret".to_vec()).await.unwrap();
+        let buckets = f.home.buckets_dir();
+        fs::write(f.tmp.path().join("outside.txt"), b"outside").unwrap();
+        let sidecar_key = format!("../{}", sidecar_name("bravo", "secret.txt", "internal"));
+        for key in [
+            "../bravo/secret.txt",
+            "x/../../bravo/secret.txt",
+            "../../outside.txt",
+            "./a",
+            "a/./b",
+            sidecar_key.as_str(),
+        ] {
+            let got = f.store.get("alpha", key).await;
+            assert!(got.is_err(), "GET {key} gave {got:?}");
+            assert!(f.store.put("alpha", key, b"evil".to_vec()).await.is_err(), "PUT {key}");
+            assert!(!f.store.exists("alpha", key).await.unwrap_or(false), "HEAD {key}");
+        }
+        // A leading slash (`/alpha//etc/passwd` on the wire).
+        assert!(f.store.get("alpha", "/etc/passwd").await.is_err());
+        assert!(f.store.put("alpha", "/tmp/evil", b"evil".to_vec()).await.is_err());
+        assert!(!Path::new("/tmp/evil").exists() || fs::read("/tmp/evil").unwrap() != b"evil");
+        assert_eq!(fs::read(buckets.join("bravo/secret.txt")).unwrap(), b"secret");
+        assert!(!buckets.join("bravo/evil").exists() && !f.tmp.path().join("evil").exists());
+        assert_eq!(fs::read(f.tmp.path().join("outside.txt")).unwrap(), b"outside");
+        // Copies and multipart uploads are checked too.
+        let copy = f
+            .store
+            .client()
+            .copy_object()
+            .bucket("alpha")
+            .key("copy.txt")
+            .copy_source("alpha/../bravo/secret.txt")
+            .send()
+            .await;
+        assert!(copy.is_err() && !buckets.join("alpha/copy.txt").exists());
+        let mpu = f.store.client().create_multipart_upload().bucket("alpha").key("../bravo/mpu").send().await;
+        assert!(mpu.is_err());
+        // Nothing was written outside `alpha` but what bravo had.
+        let bravo: Vec<_> = f.store.list("bravo", "").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(bravo, ["secret.txt"]);
+        assert!(f.store.list("alpha", "").await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn symlinks_out_of_a_bucket_are_refused() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let buckets = f.home.buckets_dir();
+        let outside = f.tmp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret.txt"), b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, buckets.join("alpha/dirlink")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.txt"), buckets.join("alpha/filelink")).unwrap();
+        std::os::unix::fs::symlink(&outside, buckets.join("charlie")).unwrap();
+        std::os::unix::fs::symlink("../bravo-gone", buckets.join("alpha/dangling")).unwrap();
+        for key in ["dirlink/secret.txt", "filelink"] {
+            assert!(f.store.get("alpha", key).await.is_err(), "GET {key}");
+        }
+        assert!(f.store.put("alpha", "dirlink/new.txt", b"evil".to_vec()).await.is_err());
+        assert!(f.store.put("alpha", "dangling/new.txt", b"evil".to_vec()).await.is_err());
+        assert!(!outside.join("new.txt").exists());
+        assert!(f.store.get("charlie", "secret.txt").await.is_err());
+        assert!(f.store.list("charlie", "").await.is_err());
+        assert!(f.store.put("charlie", "new.txt", b"evil".to_vec()).await.is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        assert!(prepare_direct_write(&f.home, "alpha", "dirlink/x").is_err());
+        assert!(prepare_direct_write(&f.home, "alpha", "../x").is_err());
+        assert!(prepare_direct_write(&f.home, "Not_A_Bucket", "x").is_err());
+        // A link that stays inside its bucket is fine.
+        f.store.put("alpha", "real/data.txt", b"data".to_vec()).await.unwrap();
+        std::os::unix::fs::symlink(buckets.join("alpha/real"), buckets.join("alpha/alias")).unwrap();
+        assert_eq!(f.store.get("alpha", "alias/data.txt").await.unwrap(), b"data");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_too_long_for_sidecar_names_are_stored() {
+        let f = fixture().await;
+        f.store.ensure_bucket("cianalysispipeline").await.unwrap();
+        let key = format!(
+            "reviewers/results/job__cianalysispipeline_1700000000/process_results/{}.h5",
+            "a_rather_long_output_file_name_".repeat(4)
+        );
+        assert!(sidecar_too_long("cianalysispipeline", &key, false));
+        f.store.put("cianalysispipeline", &key, b"long".to_vec()).await.unwrap();
+        assert_eq!(f.store.get("cianalysispipeline", &key).await.unwrap(), b"long");
+        let listed = f.store.list("cianalysispipeline", "").await.unwrap();
+        assert_eq!(listed.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), [key.as_str()]);
+        // Multipart, through the staging name.
+        let store = f.store.clone().with_multipart(0, 0);
+        let data: Vec<u8> = (0..5 * 1024 * 1024 + 3).map(|i: u32| (i % 251) as u8).collect();
+        let local = f.tmp.path().join("big.bin");
+        fs::write(&local, &data).unwrap();
+        let key2 = format!("{key}.2");
+        store.upload_file("cianalysispipeline", &key2, &local, &mut |_, _| {}).await.unwrap();
+        assert_eq!(fs::read(f.home.buckets_dir().join("cianalysispipeline").join(&key2)).unwrap(), data);
+        let staging: Vec<_> = fs::read_dir(f.home.buckets_dir().join(STAGING)).unwrap().collect();
+        assert!(staging.is_empty(), "{staging:?}");
+        let leftovers: Vec<_> = fs::read_dir(f.home.buckets_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != STAGING)
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_stops_when_idle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let start = Instant::now();
+        serve_on(listener, tmp.path().join("buckets"), Duration::from_millis(100)).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(100) && start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// `aws s3` (AWS CLI 1.x) and boto3 against the endpoint with nothing but [`Endpoint::env`].
+    /// Uses `.venv/bin` (awscli and boto3), which the test command `bash tests/run.sh` installs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aws_cli_and_boto3_work_unchanged() {
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+        assert!(
+            bin.join("aws").is_file(),
+            "awscli and boto3 are missing from {}: run the test command `bash tests/run.sh`",
+            bin.display()
+        );
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let work = f.tmp.path().join("work");
+        fs::create_dir_all(&work).unwrap();
+        let run = |program: &str, args: &[&str]| {
+            let mut cmd = tokio::process::Command::new(bin.join(program));
+            cmd.args(args).current_dir(&work).env_remove("AWS_PROFILE").env("HOME", &work);
+            cmd.env("AWS_CONFIG_FILE", work.join("none"))
+                .env("AWS_SHARED_CREDENTIALS_FILE", work.join("none"));
+            cmd.envs(f.endpoint.env());
+            let label = format!("{program} {args:?}");
+            async move {
+                let out = cmd.output().await.unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(out.status.success(), "{label}: {text}{}", String::from_utf8_lossy(&out.stderr));
+                text
+            }
+        };
+        let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+        fs::write(work.join("big.bin"), &big).unwrap();
+        fs::write(work.join("small.txt"), b"small").unwrap();
+        let job = "group/results/debugjob2026-11-25 13:23:38.123456";
+        let status = format!("s3://alpha/{job}/logs/DATASET_NAME:data.txt_STATUS.txt");
+        let long = format!("s3://alpha/{job}/process_results/{}.bin", "long_name_".repeat(12));
+        run("aws", &["s3", "cp", "small.txt", &status]).await;
+        run("aws", &["s3", "cp", "big.bin", "s3://alpha/big.bin"]).await;
+        run("aws", &["s3", "cp", "big.bin", &long]).await;
+        assert_eq!(f.store.get("alpha", &status["s3://alpha/".len()..]).await.unwrap(), b"small");
+        assert_eq!(fs::read(f.home.buckets_dir().join("alpha/big.bin")).unwrap(), big);
+        assert_eq!(
+            fs::read(f.home.buckets_dir().join("alpha").join(&long["s3://alpha/".len()..])).unwrap(),
+            big
+        );
+        let live = prepare_direct_write(&f.home, "alpha", &format!("{job}/logs/stdout.txt")).unwrap();
+        fs::write(&live, b"live output\n").unwrap();
+        let listing = run("aws", &["s3", "ls", "--recursive", "s3://alpha/group/"]).await;
+        assert!(
+            listing.contains("DATASET_NAME:data.txt_STATUS.txt") && listing.contains("stdout.txt"),
+            "{listing}"
+        );
+        let printed = run("aws", &["s3", "cp", &format!("s3://alpha/{job}/logs/stdout.txt"), "-"]).await;
+        assert_eq!(printed, "live output\n");
+        run("aws", &["s3", "cp", "s3://alpha/big.bin", "big.back"]).await;
+        assert_eq!(fs::read(work.join("big.back")).unwrap(), big);
+        let script = r#"
+import boto3, sys
+s3 = boto3.client("s3")
+s3.put_object(Bucket="alpha", Key="py/hello.txt", Body=b"hello")
+assert s3.get_object(Bucket="alpha", Key="py/hello.txt")["Body"].read() == b"hello"
+s3.upload_file("big.bin", "alpha", "py/big.bin")
+s3.download_file("alpha", "py/big.bin", "py.back")
+assert open("py.back", "rb").read() == open("big.bin", "rb").read()
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="alpha", Prefix="py/")["Contents"]]
+assert keys == ["py/big.bin", "py/hello.txt"], keys
+try:
+    s3.get_object(Bucket="alpha", Key="../bravo/x")
+    sys.exit("traversal allowed")
+except s3.exceptions.ClientError as e:
+    print(e.response["Error"]["Code"])
+"#;
+        let out = run("python3", &["-c", script]).await;
+        assert!(out.contains("InvalidArgument"), "{out}");
+    }
+
+    #[test]
+    fn the_daemon_records_its_address_and_keeps_its_port() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().to_path_buf()).unwrap();
+        let root = tmp.path().to_path_buf();
+        let idle = Duration::from_millis(300);
+        let first = std::thread::spawn({
+            let root = root.clone();
+            move || serve_home(&root, idle).unwrap()
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ping(&home) {
+            assert!(Instant::now() < deadline, "the daemon did not come up");
+            std::thread::sleep(POLL);
+        }
+        let record: Record = read_json(&home.run_dir().join("s3.json")).unwrap();
+        assert_eq!(record.pid, std::process::id());
+        let port: u16 = fs::read_to_string(home.run_dir().join("s3.port")).unwrap().trim().parse().unwrap();
+        assert_eq!(port, record.port);
+        assert_eq!(ensure_running(&home).unwrap(), Endpoint::at_port(port));
+        // A second daemon for the same home would leave.
+        assert!(take_daemon_lock(&home.run_dir().join("s3d.lock"), Duration::ZERO).unwrap().is_none());
+        assert!(ping(&home));
+        // Idle: it exits and forgets its record; the next one takes the same port.
+        first.join().unwrap();
+        assert!(!home.run_dir().join("s3.json").exists());
+        let second = std::thread::spawn(move || serve_home(&root, idle).unwrap());
+        while !ping(&home) {
+            assert!(Instant::now() < deadline, "the second daemon did not come up");
+            std::thread::sleep(POLL);
+        }
+        let again: Record = read_json(&home.run_dir().join("s3.json")).unwrap();
+        assert_eq!(again.port, port);
+        second.join().unwrap();
+    }
+
+    #[test]
+    fn ensure_running_reuses_a_live_endpoint_and_ignores_a_stale_record() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().to_path_buf()).unwrap();
+        let record_path = home.run_dir().join("s3.json");
+
+        // A record whose process is gone: not running; a daemon that fails at once is reported
+        // with the log's path.
+        write_json(&record_path, &Record { pid: u32::MAX - 1, port: 9, started: 0 }).unwrap();
+        assert!(!ping(&home));
+        let err = start(&home, Path::new("/bin/false")).unwrap_err().to_string();
+        assert!(err.contains("s3.log"), "{err}");
+        assert!(!record_path.exists(), "the stale record is gone");
+
+        // A live endpoint (served in-process) is found and reused.
+        let listener = runtime.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(serve_on(listener, home.buckets_dir(), Duration::from_secs(60)));
+        write_json(&record_path, &Record { pid: std::process::id(), port, started: 0 }).unwrap();
+        assert!(ping(&home));
+        let endpoint = ensure_running(&home).unwrap();
+        assert_eq!(endpoint, Endpoint::at_port(port));
+    }
+}

@@ -10,10 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::BackendKind;
+use std::future::Future;
+
+use crate::backend::{Backend, BackendError, BackendKind};
 use crate::blueprint::Blueprint;
 use crate::clock;
-use crate::command::{self, CommandSpec};
+use crate::command;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::interrupt;
@@ -69,8 +71,44 @@ pub struct DevAmi {
     state: State,
     /// What is on disk, to write only when something changed.
     persisted: State,
+    /// The backend and the runtime its calls run on, created on first use.
+    cloud: Option<Cloud>,
     /// Where every message goes.
     pub console: Console,
+}
+
+/// A backend with the async runtime that drives it.
+pub(crate) struct Cloud {
+    rt: tokio::runtime::Runtime,
+    pub(crate) backend: Box<dyn Backend>,
+}
+
+impl std::fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cloud({})", self.backend.kind())
+    }
+}
+
+impl Cloud {
+    /// Runs one backend call to completion; Ctrl-C abandons the wait for it (not the operation).
+    pub(crate) fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = std::result::Result<T, BackendError>>,
+    ) -> Result<T> {
+        self.rt.block_on(async {
+            tokio::select! {
+                r = fut => r.map_err(|source| Error::Backend { op, source }),
+                () = watch_interrupt() => Err(Error::Interrupted),
+            }
+        })
+    }
+}
+
+async fn watch_interrupt() {
+    while !interrupt::pending() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl DevAmi {
@@ -84,6 +122,7 @@ impl DevAmi {
             persisted: state.clone(),
             state,
             opts,
+            cloud: None,
             console: Console::default(),
         }
     }
@@ -271,36 +310,66 @@ impl DevAmi {
                 Output::Empty
             }
             "forget" => self.forget()?,
-            "get_ip" => {
-                let id = self.require_instance_id()?;
-                match &self.state.ip {
-                    Some(ip) => Output::text(ip.clone()),
-                    None => Output::text(format!("no address known for instance {id}")),
-                }
-            }
-            "job_status" | "job_output" => {
-                // The index is checked first: a wrong index is an error with or without a backend.
-                self.job_index(a.int("jobind").unwrap_or(-1))?;
-                return Err(self.backend_unavailable(spec));
-            }
-            "check_clear" if self.state.instance.is_none() => {
-                self.require_blueprint()?;
-                Output::text("No instance declared, safe to deploy.\nTrue")
-            }
-            "check_running" if self.state.instance.is_none() => {
-                self.require_blueprint()?;
-                Output::text("No instance declared\nFalse")
-            }
-            _ => return Err(self.backend_unavailable(spec)),
+            "launch_devinstance" => self.cmd_launch(a)?,
+            "assign_instance" => self.cmd_assign(a)?,
+            "start_devinstance" => self.cmd_start(a)?,
+            "stop_devinstance" => self.cmd_stop()?,
+            "terminate_devinstance" => self.cmd_terminate(a)?,
+            "get_instance_state" => self.cmd_instance_state()?,
+            "check_running" => self.cmd_check_running()?,
+            "check_clear" => self.cmd_check_clear()?,
+            "get_ip" => self.cmd_get_ip()?,
+            "get_lifetime" => self.cmd_get_lifetime()?,
+            "extend_lifetime" => self.cmd_extend_lifetime(a)?,
+            "create_devami" => self.cmd_create_devami(a)?,
+            "update_blueprint" => self.cmd_update_blueprint(a)?,
+            "submit_job" => self.cmd_submit(a)?,
+            "job_status" => self.cmd_job_status(a)?,
+            "job_output" => self.cmd_job_output(a)?,
+            "exec" => self.cmd_exec(a)?,
+            "ssh" => self.cmd_ssh()?,
+            "upload" => self.cmd_upload(a)?,
+            "download" => self.cmd_download(a)?,
+            "ls" => self.cmd_ls(a)?,
+            other => return Err(Error::Refused(format!("`{other}` has no implementation in this build"))),
         };
         Ok(out.into())
     }
 
-    fn backend_unavailable(&self, spec: &CommandSpec) -> Error {
-        if self.blueprint.is_none() {
-            return Error::NoBlueprint;
+    /// The backend, created on first use.
+    pub(crate) fn cloud(&mut self) -> Result<&Cloud> {
+        if self.cloud.is_none() {
+            let backend: Box<dyn Backend> = match self.opts.backend {
+                BackendKind::Local => Box::new(crate::local::LocalBackend::from_env()?),
+                BackendKind::Aws => {
+                    return Err(Error::NoBackend { backend: "aws".into(), command: "this command".into() });
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("start", "the async runtime", e))?;
+            return Ok(self.cloud.insert(Cloud { rt, backend }));
         }
-        Error::NoBackend { backend: self.opts.backend.to_string(), command: spec.name.to_string() }
+        match &self.cloud {
+            Some(c) => Ok(c),
+            None => Err(Error::NoBlueprint),
+        }
+    }
+
+    /// Mutable access to the state (for the command modules).
+    pub(crate) fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    /// The open blueprint, or the error saying none is open.
+    pub(crate) fn bp(&self) -> Result<&Blueprint> {
+        self.require_blueprint()
+    }
+
+    /// Mutable access to the open blueprint.
+    pub(crate) fn bp_mut(&mut self) -> Result<&mut Blueprint> {
+        self.blueprint.as_mut().ok_or(Error::NoBlueprint)
     }
 
     /// Resolves a job index as Python indexes a list: 0 is the first job, -1 the most recent.
@@ -321,16 +390,6 @@ impl DevAmi {
 
     fn require_blueprint(&self) -> Result<&Blueprint> {
         self.blueprint.as_ref().ok_or(Error::NoBlueprint)
-    }
-
-    fn require_instance_id(&self) -> Result<String> {
-        self.require_blueprint()?;
-        self.state.instance.clone().ok_or_else(|| {
-            Error::Refused(
-                "No instance declared: launch one with `launch_devinstance` or adopt one with `assign_instance ID`"
-                    .to_string(),
-            )
-        })
     }
 
     /// Asks a yes/no question; in a script without `--yes` it is an error, never a hang.
@@ -357,7 +416,7 @@ impl DevAmi {
     }
 
     fn forget(&mut self) -> Result<Output> {
-        let id = self.require_instance_id()?;
+        let id = self.current_instance()?;
         let question = format!(
             "stop tracking instance {id}? It is not stopped or terminated and may keep costing money"
         );
@@ -489,5 +548,26 @@ impl DevAmi {
             &["index", "command id", "dataset", "instance", "submitted (UTC)", "status", "exit"],
             rows,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_in_the_table_has_an_implementation() {
+        for spec in command::COMMANDS {
+            let mut s = DevAmi::new(Options::default());
+            let inv = Invocation {
+                spec,
+                args: parse::Args::default(),
+                object: None,
+                spelling: parse::Spelling::Shell,
+            };
+            if let Err(e) = s.execute(&inv) {
+                assert!(!e.to_string().contains("no implementation"), "{}: {e}", spec.name);
+            }
+        }
     }
 }

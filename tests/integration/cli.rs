@@ -73,13 +73,22 @@ fn confirmations_fail_in_scripts_unless_yes() {
 fn one_shots_run_in_order_and_resume_state() {
     let s = Scratch::new();
     s.init("demo");
+    // The session resumes an instance that the backend has no trace of (gone behind our back).
     s.write("demo/.devami/state.json", STATE_WITH_INSTANCE);
-    let out = s.run(&["demo", "-c", "get_ip; devami.check_clear(); jobs"]);
+    let out = s.run(&["demo", "-c", "jobs; devami.check_clear(); get_ip; status"]);
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("devami> get_ip\n127.0.0.1\ndevami> devami.check_clear()\n"), "{stdout}");
-    // check_clear with an instance needs the backend, which reports itself unavailable.
+    assert!(
+        stdout.starts_with(
+            "devami> jobs\nno jobs yet\ndevami> devami.check_clear()\nInstance is terminated and no trace exists\nTrue\ndevami> get_ip\n"
+        ),
+        "{}",
+        all(&out)
+    );
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(!stdout.contains("devami> jobs"), "{stdout}");
+    assert!(text(&out.stderr).contains("instance `i-0123456789abcdef0` does not exist"), "{}", all(&out));
+    assert!(!stdout.contains("devami> status"), "{stdout}");
+    let state = fs::read_to_string(s.path().join("demo/.devami/state.json")).unwrap();
+    assert!(state.contains("\"last_state\": \"gone\""), "{state}");
 }
 
 #[test]

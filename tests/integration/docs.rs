@@ -32,7 +32,7 @@ fn every_markdown_transcript_runs_as_shown() {
     assert!(pages.len() >= 2, "expected README.md and at least one tutorial, found {pages:?}");
     let mut failures = Vec::new();
     for page in &pages {
-        let s = Scratch::new();
+        let s = Scratch::new().with_blueprints();
         let out = s.run(&["run", "--check", &page.display().to_string()]);
         if !out.status.success() {
             failures.push(format!("{}:\n{}", page.display(), all(&out)));
@@ -47,7 +47,7 @@ fn every_example_script_runs() {
     files_under(&root().join("examples"), "devami", &mut scripts);
     assert!(!scripts.is_empty(), "no examples/*.devami");
     for script in scripts {
-        let s = Scratch::new();
+        let s = Scratch::new().with_blueprints();
         let out = s.run(&["run", "--check", &script.display().to_string()]);
         assert!(out.status.success(), "{}:\n{}", script.display(), all(&out));
     }

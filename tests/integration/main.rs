@@ -6,6 +6,7 @@
 
 mod cli;
 mod docs;
+mod local;
 mod lock;
 mod pty;
 mod support;

@@ -48,9 +48,9 @@ fn tab_completes_command_and_keyword_names() {
     keys(&mut p, " --fo");
     keys(&mut p, "\t");
     keys(&mut p, "\r");
-    // The completed line ran: the backend reports itself unavailable for terminate.
+    // The completed line ran: there is no instance to terminate.
     p.exp_string("terminate_devinstance --force").unwrap();
-    p.exp_string("cannot run").unwrap();
+    p.exp_string("No instance declared").unwrap();
     line(&mut p, "exit").unwrap();
     p.exp_eof().unwrap();
 }

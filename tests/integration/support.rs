@@ -39,6 +39,12 @@ impl Scratch {
         c
     }
 
+    /// Copies the repository's `blueprints/` into the scratch folder (tutorials work on copies).
+    pub fn with_blueprints(self) -> Scratch {
+        copy_dir(&root().join("blueprints"), &self.path().join("blueprints"));
+        self
+    }
+
     /// Runs devami with `stdin` as its input.
     pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
@@ -90,4 +96,36 @@ pub fn text(b: &[u8]) -> String {
 /// stdout and stderr together, for messages.
 pub fn all(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// Copies a folder tree (files, folders and permissions).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create folder");
+    for entry in std::fs::read_dir(from).expect("read folder") {
+        let entry = entry.expect("read entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+impl Drop for Scratch {
+    /// A failed test may leave an instance running: detach its filesystem so nothing stays
+    /// mounted once the scratch folder is gone (its S3 endpoint exits by itself).
+    fn drop(&mut self) {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+        let prefix = self.path().display().to_string();
+        for line in info.lines() {
+            let Some(mount_point) = line.split(' ').nth(4) else { continue };
+            if mount_point.starts_with(&prefix)
+                && let Ok(c) = std::ffi::CString::new(mount_point)
+            {
+                // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hurt other mounts.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
 }

@@ -1,0 +1,180 @@
+//! Images and the blueprint: `create_devami` and `update_blueprint`.
+//!
+//! `create_devami` records the new image id in the session before waiting for it (with its
+//! progress), marks the instance's work as saved, and reports the cloud's reason on failure.
+//! `update_blueprint` writes only `Lambda.LambdaConfig.AMI` into the blueprint and records the
+//! change as the original did: a commit of the blueprint before and one after, with the original
+//! messages (`journal.rs` commits that one file and nothing else).
+
+use std::time::Duration;
+
+use crate::backend::{ImageRequest, ImageState};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::output::Output;
+use crate::parse::Args;
+use crate::session::DevAmi;
+use crate::state::ImageRecord;
+use crate::wait::{self, Probe};
+
+/// How long an image may stay pending before the wait gives up (the image itself goes on).
+const IMAGE_DEADLINE: Duration = Duration::from_secs(4 * 3600);
+
+/// Whether `name` is a valid AMI name (3–128 characters of letters, digits and `()[] ./-'@_`).
+pub fn valid_image_name(name: &str) -> bool {
+    (3..=128).contains(&name.chars().count())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c))
+}
+
+/// Python's `str(datetime.now())` for a UTC instant: `2026-11-25 13:23:38.123456`.
+pub fn python_now() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0);
+    format!("{}.{micros:06}", clock::format(clock::now()))
+}
+
+impl DevAmi {
+    /// Waits for an image to be available, showing its progress.
+    pub(crate) fn wait_image(&mut self, image_id: &str) -> Result<()> {
+        let what = format!("image {image_id} to be available");
+        let result = wait::poll(&what, IMAGE_DEADLINE, || {
+            let cloud = self.cloud()?;
+            let img = cloud.call("describing the image", cloud.backend.describe_image(image_id))?;
+            if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == image_id) {
+                rec.last_state = Some(img.state.to_string());
+            }
+            self.persist()?;
+            match img.state {
+                ImageState::Available => Ok(Probe::Done(())),
+                ImageState::Pending => Ok(Probe::Pending(match img.progress {
+                    Some(p) => format!("pending, {p}%"),
+                    None => "pending".into(),
+                })),
+                other => Err(Error::Refused(format!(
+                    "image {image_id} is {other}: {}; delete it with the cloud console or `sweep` once you have read the reason",
+                    img.state_reason.unwrap_or_else(|| "the cloud gave no reason".into())
+                ))),
+            }
+        });
+        if matches!(result, Err(Error::Interrupted)) {
+            self.console.warn(&format!(
+                "stopped waiting; image {image_id} goes on being created and stays recorded (see `history`)"
+            ));
+        }
+        result
+    }
+
+    /// `create_devami(name)`.
+    pub(crate) fn cmd_create_devami(&mut self, a: &Args) -> Result<Output> {
+        let id = self.current_instance()?;
+        let name = a.str("name").unwrap_or_default().to_string();
+        if !valid_image_name(&name) {
+            return Err(Error::usage(format!(
+                "create_devami: invalid image name `{}`: use 3 to 128 letters, digits and ( ) [ ] . / - ' @ _ (e.g. `my-analysis-v1`)",
+                name.escape_debug()
+            )));
+        }
+        let pipeline = self.bp()?.pipeline_name().unwrap_or_default().to_string();
+        let request = ImageRequest {
+            instance_id: id.clone(),
+            name: name.clone(),
+            description: format!("AMI created at {}", python_now()),
+            tags: vec![("devami:blueprint".into(), pipeline), ("devami:instance".into(), id.clone())],
+        };
+        let cloud = self.cloud()?;
+        let image_id = cloud.call("creating the image", cloud.backend.create_image(&request))?;
+        // Recorded at once: the image exists (and costs storage) from now on.
+        let st = self.state_mut();
+        st.images.push(ImageRecord {
+            id: image_id.clone(),
+            name: name.clone(),
+            instance_id: id.clone(),
+            created: clock::now(),
+            last_state: Some("pending".into()),
+        });
+        st.instance_saved = true;
+        self.persist()?;
+        self.console.print(&format!("creating image {image_id} ({name}) from instance {id}"));
+        self.wait_image(&image_id)?;
+        let cloud = self.cloud()?;
+        let img = cloud.call("describing the image", cloud.backend.describe_image(&image_id))?;
+        let size = img.size_bytes.map(|b| format!(", {}", human_bytes(b))).unwrap_or_default();
+        Ok(Output::text(format!("image {image_id} is available{size}")))
+    }
+
+    /// `update_blueprint(ami_id=None, message=None)`.
+    pub(crate) fn cmd_update_blueprint(&mut self, a: &Args) -> Result<Output> {
+        self.bp()?;
+        let ami = match a.str("ami_id") {
+            Some(id) => id.to_string(),
+            None => self.state().images.last().map(|r| r.id.clone()).ok_or_else(|| {
+                Error::Refused(
+                    "There is no record of an AMI that can be used to update the blueprint: create one with `create_devami NAME` or pass an image id"
+                        .into(),
+                )
+            })?,
+        };
+        let message = a.str("message").unwrap_or("Not given").to_string();
+        let force = a.bool("force").unwrap_or(false);
+        let cloud = self.cloud()?;
+        let img = cloud.call("checking the image", cloud.backend.describe_image(&ami))?;
+        if img.state != ImageState::Available && !force {
+            return Err(Error::Refused(format!(
+                "image {ami} is {}, not available yet: wait for it before recording it in the blueprint (or pass `--force`)",
+                img.state
+            )));
+        }
+        // Pick up edits made to the file since the session opened it.
+        let dir = self.bp()?.dir().to_path_buf();
+        *self.bp_mut()? = crate::blueprint::Blueprint::open(&dir)?;
+        let path = self.bp()?.path().to_path_buf();
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let journal = match Journal::open(&path) {
+            Err(_) if a.bool("init").unwrap_or(false) => {
+                self.console.print(&format!("creating a git repository in `{}`", dir.display()));
+                Journal::init(&dir, &path)?
+            }
+            other => other?,
+        };
+        let before =
+            format!("automatic commit to document pipeline {file} before update at {}", python_now());
+        journal.commit_file(&before)?;
+        let mut lines = vec![format!(
+            "old commit has hash: {}",
+            journal.head().map(|o| o.to_string()).unwrap_or_else(|| "(none: empty repository)".into())
+        )];
+        if self.bp()?.ami().ok() == Some(ami.as_str()) {
+            lines.push("Blueprint already up to date, aborting new commit.".into());
+            return Ok(Output::text(lines.join("\n")));
+        }
+        let bp = self.bp_mut()?;
+        bp.set_ami(&ami)?;
+        bp.save()?;
+        lines.push(format!("Blueprint updated with ami {ami}"));
+        let after = format!(
+            "automatic commit to document pipeline {file} after update at {}. Purpose: {message}",
+            python_now()
+        );
+        let new = journal.commit_file(&after)?;
+        lines.push(format!(
+            "new commit has hash: {}",
+            new.or_else(|| journal.head()).map(|o| o.to_string()).unwrap_or_default()
+        ));
+        Ok(Output::text(lines.join("\n")))
+    }
+}
+
+/// Bytes as `12.3 MiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

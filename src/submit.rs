@@ -1,0 +1,273 @@
+//! Submit files and COMMAND filling, as the NeuroCAAS job manager does them.
+//!
+//! A submit file names the dataset(s), the config and a timestamp (`neurocaas-protocol.md` §3.2).
+//! The blueprint's COMMAND is a Python format string whose positional placeholders receive the
+//! bucket, the dataset key, the result directory and the config key (§3.4). Unlike Python's
+//! `str.format`, every value is shell-quoted for the quoting context its placeholder sits in
+//! (unquoted, inside `"..."` or inside `'...'`), so no data name can inject a command. The
+//! per-dataset `DATASET_NAME:<file>_STATUS.txt` object is built here too.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// A parsed submit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submit {
+    /// One or more dataset keys (or prefixes).
+    pub datanames: Vec<String>,
+    pub configname: String,
+    pub timestamp: String,
+    pub instance_type: Option<String>,
+}
+
+/// Parses a submit file's text; errors name the file and the field.
+pub fn parse_submit(path: &Path, text: &str) -> Result<Submit> {
+    let shown = path.display();
+    let doc: Value = serde_json::from_str(text).map_err(|e| Error::BlueprintSyntax {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
+    })?;
+    let obj = doc.as_object().ok_or_else(|| {
+        Error::Refused(format!(
+            "submit file `{shown}` must hold a JSON object with `dataname`, `configname` and `timestamp`"
+        ))
+    })?;
+    let field = |name: &str| {
+        obj.get(name).ok_or_else(|| {
+            Error::Refused(format!(
+                "submit file `{shown}` does not contain field `{name}`; add `\"{name}\": ...` (see test_resources/exampledevsubmit.json)"
+            ))
+        })
+    };
+    let string = |name: &str, v: &Value| -> Result<String> {
+        match v {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            Value::String(_) => Err(Error::Refused(format!("submit file `{shown}`: `{name}` is empty"))),
+            other => Err(Error::Refused(format!(
+                "submit file `{shown}`: `{name}` must be a string, found {}",
+                crate::blueprint::type_name(other)
+            ))),
+        }
+    };
+    let datanames = match field("dataname")? {
+        Value::Array(items) if !items.is_empty() => {
+            items.iter().map(|v| string("dataname", v)).collect::<Result<Vec<_>>>()?
+        }
+        Value::Array(_) => {
+            return Err(Error::Refused(format!("submit file `{shown}`: `dataname` is an empty list")));
+        }
+        v => vec![string("dataname", v)?],
+    };
+    let configname = string("configname", field("configname")?)?;
+    let timestamp = match field("timestamp")? {
+        Value::Number(n) => n.to_string(),
+        v => string("timestamp", v)?,
+    };
+    let instance_type = match obj.get("instance_type") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(string("instance_type", v)?),
+    };
+    Ok(Submit { datanames, configname, timestamp, instance_type })
+}
+
+/// Quotes `s` for a POSIX shell (single quotes; `'` becomes `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Fills the COMMAND template's positional placeholders with `values`, each quoted for its
+/// shell context. Named fields, format specs and more placeholders than values are errors.
+pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|v| v.len() + 8).sum::<usize>());
+    let mut quote = Quote::None;
+    let mut auto = 0usize;
+    let mut chars = template.chars().peekable();
+    let bad = |m: String| Error::Refused(format!("the blueprint's COMMAND cannot be filled: {m}"));
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                out.push('{');
+                continue;
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push('}');
+                continue;
+            }
+            '}' => return Err(bad("Single '}' encountered in format string".into())),
+            '{' => {
+                let mut field = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(ch) => field.push(ch),
+                        None => return Err(bad("expected '}' before end of string".into())),
+                    }
+                }
+                let index = if field.is_empty() {
+                    auto += 1;
+                    auto - 1
+                } else if let Ok(n) = field.parse::<usize>() {
+                    n
+                } else {
+                    return Err(bad(format!(
+                        "`{{{field}}}` is a named or formatted field; the job manager passes only positional values (KeyError)"
+                    )));
+                };
+                let value = values.get(index).ok_or_else(|| {
+                    bad(format!(
+                        "it has more than {} positional placeholders; the job manager passes {} (IndexError)",
+                        values.len(),
+                        values.len()
+                    ))
+                })?;
+                match quote {
+                    Quote::None => out.push_str(&shell_quote(value)),
+                    Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
+                    Quote::Double => {
+                        for ch in value.chars() {
+                            if matches!(ch, '\\' | '"' | '$' | '`') {
+                                out.push('\\');
+                            }
+                            out.push(ch);
+                        }
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        match (quote, c) {
+            (Quote::None, '\'') => quote = Quote::Single,
+            (Quote::None, '"') => quote = Quote::Double,
+            (Quote::Single, '\'') => quote = Quote::None,
+            (Quote::Double, '"') => quote = Quote::None,
+            (Quote::None | Quote::Double, '\\') => {
+                if let Some(&next) = chars.peek()
+                    && next != '{'
+                    && next != '}'
+                {
+                    out.push(next);
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The development result directory for a submission at `now` (Python's `str(datetime.now())`).
+pub fn result_dir(now: &str) -> String {
+    format!("results/debugjob{now}")
+}
+
+/// The group of a dataset key: what precedes `/inputs/` (regex `(.+)/inputs/`).
+pub fn group_of(data_key: &str) -> Result<String> {
+    match data_key.rfind("/inputs/") {
+        Some(i) if i > 0 => Ok(data_key[..i].to_string()),
+        _ => Err(Error::Refused(format!(
+            "dataset `{data_key}` is not under a group's `inputs/` folder (like `mygroup/inputs/data.zip`); NeuroCAAS finds the group from that path"
+        ))),
+    }
+}
+
+/// The key of the per-dataset status object.
+pub fn status_key(data_key: &str, result_dir: &str) -> Result<String> {
+    let group = group_of(data_key)?;
+    let base = data_key.rsplit('/').next().unwrap_or(data_key);
+    Ok(format!("{group}/{result_dir}/logs/DATASET_NAME:{base}_STATUS.txt"))
+}
+
+/// The INITIALIZING status object's body, as the job manager writes it.
+pub fn status_body(data_key: &str, instance_id: &str, command_id: &str) -> String {
+    serde_json::json!({
+        "status": "INITIALIZING",
+        "reason": "NONE",
+        "stdout": "not given yet",
+        "stderr": "not given yet",
+        "input": data_key,
+        "instance": instance_id,
+        "command": command_id,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_quoted_for_their_context() {
+        let t = r#"cd ~; run.sh "{}" '{}' {} "{}" "./x.sh""#;
+        let v = ["b", "g/inputs/a b.txt", "results/debugjob2026-11-25 13:23:38.1", "$(id)`x`\"y"];
+        let cmd = fill_command(t, &v).unwrap();
+        assert_eq!(
+            cmd,
+            r#"cd ~; run.sh "b" 'g/inputs/a b.txt' 'results/debugjob2026-11-25 13:23:38.1' "\$(id)\`x\`\"y" "./x.sh""#
+        );
+        let hostile = "\"; rm -rf ~; \"'$(id)'\n`id`";
+        for t in [r#"x "{}""#, "x '{}'", "x {}"] {
+            let cmd = fill_command(t, &[hostile]).unwrap();
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("set -- ; printf '%s' {}", cmd.trim_start_matches("x ")))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), hostile, "{t}: {cmd}");
+        }
+    }
+
+    #[test]
+    fn template_errors_are_the_job_managers() {
+        assert!(
+            fill_command("{} {} {} {} {}", &["a", "b", "c", "d"])
+                .unwrap_err()
+                .to_string()
+                .contains("IndexError")
+        );
+        assert!(fill_command("{name}", &["a"]).unwrap_err().to_string().contains("KeyError"));
+        assert_eq!(fill_command("{{}} {0} {0}", &["a"]).unwrap(), "{} 'a' 'a'");
+        assert!(fill_command("x }", &[]).is_err());
+    }
+
+    #[test]
+    fn submit_files_and_status_objects() {
+        let p = Path::new("s.json");
+        let s = parse_submit(
+            p,
+            r#"{"dataname": ["g/inputs/a"], "configname": "g/configs/c.yaml", "timestamp": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(s.datanames, vec!["g/inputs/a"]);
+        assert_eq!(s.timestamp, "5");
+        let e = parse_submit(p, r#"{"configname": "c", "timestamp": "t"}"#).unwrap_err().to_string();
+        assert!(e.contains("`dataname`"), "{e}");
+        let e = parse_submit(p, r#"{"dataname": 3, "configname": "c", "timestamp": "t"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a string"), "{e}");
+        assert_eq!(
+            status_key("grp/inputs/d.txt", "results/debugjob2026-11-25 13:23:38.000001").unwrap(),
+            "grp/results/debugjob2026-11-25 13:23:38.000001/logs/DATASET_NAME:d.txt_STATUS.txt"
+        );
+        assert!(status_key("nogroup.txt", "r").is_err());
+        let body: Value = serde_json::from_str(&status_body("g/inputs/a", "i-1", "c-1")).unwrap();
+        assert_eq!(body["status"], "INITIALIZING");
+        assert_eq!(body["command"], "c-1");
+    }
+}

@@ -1,0 +1,64 @@
+//! Waiting for the cloud: polling with a short adaptive interval, progress, deadlines and Ctrl-C.
+//!
+//! Every wait of the session (instance running, stopped, terminated; image available; job done)
+//! goes through [`poll`]: it asks a probe for the current status, shows the status and the elapsed
+//! time on one updating line when stderr is a terminal (nothing in scripts, so transcripts stay
+//! stable), notices a change within a second (the interval starts at 100 ms and grows to 1 s),
+//! gives up only at a deadline sized by the caller, and returns `Err(Interrupted)` within 50 ms of
+//! Ctrl-C — leaving the operation itself running and tracked.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::interrupt;
+
+/// What a probe found.
+pub enum Probe<T> {
+    /// The wait is over.
+    Done(T),
+    /// Still waiting; the text is the current status (e.g. `pending`).
+    Pending(String),
+}
+
+/// Polls `probe` until it is done, the deadline passes or Ctrl-C is pressed.
+pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result<Probe<T>>) -> Result<T> {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut interval = Duration::from_millis(100);
+    let mut shown = false;
+    let result = loop {
+        match probe() {
+            Ok(Probe::Done(v)) => break Ok(v),
+            Ok(Probe::Pending(status)) => {
+                let elapsed = start.elapsed();
+                if tty {
+                    let line = format!(
+                        "\r\x1b[2Kwaiting for {what}: {status} ({})",
+                        clock::human_duration(elapsed.as_secs() as i64)
+                    );
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(line.as_bytes());
+                    let _ = err.flush();
+                    shown = true;
+                }
+                if elapsed >= deadline {
+                    break Err(Error::Refused(format!(
+                        "gave up waiting for {what} after {} (still {status}); the operation goes on and stays tracked — check again later",
+                        clock::human_duration(elapsed.as_secs() as i64)
+                    )));
+                }
+            }
+            Err(e) => break Err(e),
+        }
+        if let Err(e) = interrupt::sleep(interval) {
+            break Err(e);
+        }
+        interval = (interval * 3 / 2).min(Duration::from_secs(1));
+    };
+    if shown {
+        let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+    }
+    result
+}
