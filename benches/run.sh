@@ -20,6 +20,7 @@ cd "$work"
 "$bin" init bench-blueprint >/dev/null
 printf 'help\nexit\n' > help-exit.devami
 export DEVAMI_HISTORY="$work/history" DEVAMI_HOME="$work/home"
+[ -x "$repo/.venv/bin/aws" ] || { echo "error: run bash tests/run.sh first (it installs awscli into .venv)" >&2; exit 1; }
 
 hyperfine --warmup 5 --runs 100 --export-json startup.json -N \
   "$bin run help-exit.devami" "$bin run --dir bench-blueprint help-exit.devami" >/dev/null
@@ -49,6 +50,64 @@ print(f"{int(rss)/1024:.1f} MiB")
 PY
 )
 
+
+# ---- local backend: snapshot and launch of 1 GiB in 10,000 files, against cp -a -------------
+"$bin" init snap-a >/dev/null; "$bin" init snap-b >/dev/null
+"$bin" snap-a -c 'launch ubuntu22' >/dev/null
+"$bin" snap-a -c "exec python3 -c \"import os; os.makedirs('tree', exist_ok=True); b=os.urandom(107374); [open(f'tree/f{i:05d}', 'wb').write(b) for i in range(10000)]\"" >/dev/null
+inst=$(python3 -c 'import json;print(json.load(open("snap-a/.devami/state.json"))["instance"])')
+sync
+t0=$(date +%s.%N); "$bin" snap-a -c 'create_devami big-tree' >/dev/null; t1=$(date +%s.%N)
+image=$(python3 -c 'import json;print(json.load(open("snap-a/.devami/state.json"))["images"][-1]["id"])')
+t2=$(date +%s.%N); "$bin" snap-b -c "launch $image" >/dev/null; t3=$(date +%s.%N)
+"$bin" snap-b -c 'exec test -f tree/f09999' >/dev/null
+sync
+t4=$(date +%s.%N); cp -a "$DEVAMI_HOME/instances/$inst/root/tree" "$work/tree-copy"; sync; t5=$(date +%s.%N)
+snapshot=$(python3 -c "print(f'{($t1-$t0)*1000:.0f}')"); launch=$(python3 -c "print(f'{($t3-$t2)*1000:.0f}')")
+cpa=$(python3 -c "print(f'{($t5-$t4)*1000:.0f}')")
+"$bin" snap-a -c 'terminate --force' >/dev/null; "$bin" snap-b -c 'terminate --force' >/dev/null
+rm -rf "$work/tree-copy"
+
+# ---- local backend: 1 GiB through the embedded S3 endpoint, against aws s3 cp ---------------
+aws="$repo/.venv/bin/aws"
+head -c 1073741824 /dev/urandom > big.bin
+t0=$(date +%s.%N); "$bin" snap-a -c 'upload big.bin bench/big.bin' >/dev/null; t1=$(date +%s.%N)
+t2=$(date +%s.%N); "$bin" snap-a -c 'download bench/big.bin got.bin' >/dev/null; t3=$(date +%s.%N)
+cmp -s big.bin got.bin || { echo "error: the downloaded object differs" >&2; exit 1; }
+port=$(python3 -c 'import json,os;print(json.load(open(os.environ["DEVAMI_HOME"]+"/run/s3.json"))["port"])')
+export AWS_ACCESS_KEY_ID=devami-local AWS_SECRET_ACCESS_KEY=devami-local-secret AWS_DEFAULT_REGION=us-east-1
+t4=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 cp --quiet big.bin s3://snap-a/bench/cli.bin; t5=$(date +%s.%N)
+t6=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 cp --quiet s3://snap-a/bench/cli.bin cli.bin; t7=$(date +%s.%N)
+ms() { python3 -c "print(f'{($2-$1)*1000:.0f}')"; }
+up=$(ms $t0 $t1); down=$(ms $t2 $t3); cliup=$(ms $t4 $t5); clidown=$(ms $t6 $t7)
+rm -f big.bin got.bin cli.bin
+
+# ---- local backend: from a job printing a line to job_output showing it ----------------------
+"$bin" init latency >/dev/null
+python3 - latency/stack_config_template.json <<'PY'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p))
+d["Lambda"]["LambdaConfig"]["COMMAND"] = "sleep 1; for i in 1 2 3 4 5; do echo \"mark $i $(date +%s.%N)\"; sleep 1; done # {} {} {} {}"
+json.dump(d, open(p, "w"), indent=4)
+PY
+echo data > latency/d.txt
+printf '{"dataname": "debuggers/inputs/d.txt", "configname": "debuggers/inputs/d.txt", "timestamp": "1"}' > latency/submit.json
+"$bin" latency -c 'launch ubuntu22; upload latency/d.txt; submit latency/submit.json' >/dev/null
+latency=$(python3 - "$bin" <<'PY'
+import subprocess, sys, time
+seen = {}
+deadline = time.time() + 30
+while len(seen) < 5 and time.time() < deadline:
+    out = subprocess.run([sys.argv[1], "latency", "-c", "job_output"], capture_output=True, text=True).stdout
+    now = time.time()
+    for line in out.splitlines():
+        if line.startswith("mark ") and line.split()[1] not in seen:
+            seen[line.split()[1]] = now - float(line.split()[2])
+print(f"{max(seen.values())*1000:.0f} ms worst, {sum(seen.values())/len(seen)*1000:.0f} ms mean over {len(seen)} lines")
+PY
+)
+"$bin" latency -c 'terminate --force' >/dev/null
+
 {
   echo "# devami benchmarks"
   echo
@@ -63,5 +122,24 @@ PY
   echo "## Idle memory of the interactive shell (target < 30 MB RSS)"
   echo
   echo "$idle"
+  echo
+  echo "## Local backend: 1 GiB in 10,000 files (target: at least 5x faster than cp -a)"
+  echo
+  echo "| operation | wall time |"
+  echo "| --- | --- |"
+  echo "| \`create_devami\` (whole devami process) | $snapshot ms |"
+  echo "| \`launch\` from that image (whole devami process) | $launch ms |"
+  echo "| \`cp -a\` of the same tree (+ sync) | $cpa ms |"
+  echo
+  echo "## Local backend: a 1 GiB object through the embedded S3 endpoint (target: faster than aws s3 cp)"
+  echo
+  echo "| transfer | devami | aws s3 cp |"
+  echo "| --- | --- | --- |"
+  echo "| upload | $up ms | $cliup ms |"
+  echo "| download | $down ms | $clidown ms |"
+  echo
+  echo "## Local backend: a job prints a line, \`job_output\` shows it (target: under 1 s)"
+  echo
+  echo "$latency (polling \`devami -c job_output\` in a loop)"
 } > "$repo/benches/results/latest.md"
 cat "$repo/benches/results/latest.md"
