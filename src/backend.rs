@@ -422,9 +422,11 @@ pub trait Backend: Send + Sync {
 
     /// A process that runs `command` (or, with `None`, an interactive login shell) on a running
     /// instance, in `working_directory`, with the environment a job sees. The caller runs it.
+    /// `address` is the instance's last known address (used by backends that connect over ssh).
     fn shell_command(
         &self,
         instance_id: &str,
+        address: Option<&str>,
         working_directory: &str,
         command: Option<&str>,
     ) -> Result<std::process::Command, BackendError>;

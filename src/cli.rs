@@ -53,6 +53,21 @@ pub struct Global {
     /// In scripts and one-shots, go on after a failed command.
     #[arg(long, global = true)]
     pub keep_going: bool,
+    /// AWS: the shared-config profile to use (also SSO profiles).
+    #[arg(long, global = true, env = "AWS_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
+    /// AWS: the region (default: the blueprint's REGION).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS: an AWS-compatible endpoint (S3 is then addressed path-style).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// AWS: the ssh private key for `ssh` and `exec` (default: ~/.ssh/<KEY_NAME>.pem).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// AWS: the ssh user (default: ubuntu).
+    #[arg(long, global = true, value_name = "USER")]
+    pub ssh_user: Option<String>,
 }
 
 /// The modes besides the shell.
@@ -137,7 +152,14 @@ where
 fn dispatch(cli: Cli) -> Result<i32> {
     let g = cli.global;
     let stdin_tty = std::io::stdin().is_terminal();
-    let opts = Options { backend: g.backend, yes: g.yes, interactive: stdin_tty };
+    let aws = crate::aws::AwsOptions {
+        profile: g.profile.clone(),
+        region: g.region.clone(),
+        endpoint_url: g.endpoint_url.clone(),
+        key: g.key.clone(),
+        ssh_user: g.ssh_user.clone(),
+    };
+    let opts = Options { backend: g.backend, yes: g.yes, interactive: stdin_tty, aws };
     let run_opts = |check| RunOptions { keep_going: g.keep_going, check };
     match cli.mode {
         Some(Mode::Check { dirs }) => Ok(check(&dirs)),

@@ -172,10 +172,11 @@ impl DevAmi {
         let command = a.str("command").unwrap_or_default().to_string();
         let id = self.require_running()?;
         let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
+        let ip = self.state().ip.clone();
         let cloud = self.cloud()?;
         let mut cmd = cloud
             .backend
-            .shell_command(&id, &wd, Some(&command))
+            .shell_command(&id, ip.as_deref(), &wd, Some(&command))
             .map_err(|source| Error::Backend { op: "preparing the command", source })?;
         cmd.env("DEVAMI_BLUEPRINT", self.blueprint_dir_abs()?);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -228,10 +229,11 @@ impl DevAmi {
         }
         let id = self.require_running()?;
         let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
+        let ip = self.state().ip.clone();
         let cloud = self.cloud()?;
         let mut cmd = cloud
             .backend
-            .shell_command(&id, &wd, None)
+            .shell_command(&id, ip.as_deref(), &wd, None)
             .map_err(|source| Error::Backend { op: "preparing the shell", source })?;
         cmd.env("DEVAMI_BLUEPRINT", self.blueprint_dir_abs()?);
         self.console.print(&format!("connected to {id}; `exit` or Ctrl-D returns to devami"));

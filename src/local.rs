@@ -670,6 +670,7 @@ impl Backend for LocalBackend {
     fn shell_command(
         &self,
         id: &str,
+        _address: Option<&str>,
         working_directory: &str,
         command: Option<&str>,
     ) -> Result<std::process::Command, BackendError> {

@@ -37,6 +37,8 @@ pub struct Options {
     pub yes: bool,
     /// Whether a person is at a terminal to answer questions.
     pub interactive: bool,
+    /// How to reach AWS (`--backend aws`).
+    pub aws: crate::aws::AwsOptions,
 }
 
 /// What the front end should do after a command.
@@ -103,6 +105,13 @@ impl Cloud {
             }
         })
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start", "the async runtime", e))
 }
 
 async fn watch_interrupt() {
@@ -342,13 +351,20 @@ impl DevAmi {
             let backend: Box<dyn Backend> = match self.opts.backend {
                 BackendKind::Local => Box::new(crate::local::LocalBackend::from_env()?),
                 BackendKind::Aws => {
-                    return Err(Error::NoBackend { backend: "aws".into(), command: "this command".into() });
+                    let bp = self.require_blueprint()?;
+                    let (region, key) = (bp.region().map(str::to_string), bp.key_name().map(str::to_string));
+                    let rt = runtime()?;
+                    let connect = crate::aws::AwsBackend::connect(self.opts.aws.clone(), region, key);
+                    let backend = rt.block_on(async {
+                        tokio::select! {
+                            r = connect => r.map_err(|source| Error::Backend { op: "connecting to AWS", source }),
+                            () = watch_interrupt() => Err(Error::Interrupted),
+                        }
+                    })?;
+                    return Ok(self.cloud.insert(Cloud { rt, backend: Box::new(backend) }));
                 }
             };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("start", "the async runtime", e))?;
+            let rt = runtime()?;
             return Ok(self.cloud.insert(Cloud { rt, backend }));
         }
         match &self.cloud {

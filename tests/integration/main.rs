@@ -4,9 +4,11 @@
 //! examples/ executed), `pty` (a pseudo-terminal typing into the real shell), `lock` (two shells
 //! on one blueprint).
 
+mod aws;
 mod cli;
 mod docs;
 mod local;
 mod lock;
+mod moto;
 mod pty;
 mod support;
