@@ -379,7 +379,11 @@ impl Backend for AwsBackend {
             id: img.image_id().unwrap_or(image_id).to_string(),
             name: img.name().unwrap_or_default().to_string(),
             state,
-            state_reason: img.state_reason().and_then(|r| r.message()).map(str::to_string),
+            state_reason: img
+                .state_reason()
+                .and_then(|r| r.message())
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
             created: img.creation_date().and_then(clock::parse),
             source_instance: None,
             size_bytes: (size_gib > 0).then(|| size_gib as u64 * 1024 * 1024 * 1024),
@@ -498,7 +502,11 @@ impl Backend for AwsBackend {
             image_id: inst.image_id().unwrap_or_default().to_string(),
             instance_type: inst.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
             state,
-            state_reason: inst.state_reason().and_then(|r| r.message()).map(str::to_string),
+            state_reason: inst
+                .state_reason()
+                .and_then(|r| r.message())
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
             launch_time: inst.launch_time().map(|t| t.secs()),
             public_ip: inst.public_ip_address().map(str::to_string),
             private_ip: inst.private_ip_address().map(str::to_string),
@@ -564,17 +572,10 @@ impl Backend for AwsBackend {
             .instance_id(&request.instance_id)
             .name(&request.name)
             .description(&request.description)
+            // Image tags only: snapshots are found through the image (and AWS-compatible
+            // emulators such as moto reject snapshot tag specifications here).
             .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Image)
-                    .set_tags(Some(tags.clone()))
-                    .build(),
-            )
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Snapshot)
-                    .set_tags(Some(tags))
-                    .build(),
+                TagSpecification::builder().resource_type(ResourceType::Image).set_tags(Some(tags)).build(),
             )
             .send()
             .await
@@ -656,6 +657,10 @@ impl Backend for AwsBackend {
             started: out.execution_start_date_time().and_then(clock::parse),
             ended: out.execution_end_date_time().and_then(clock::parse),
             detail,
+            inline_output: Some((
+                out.standard_output_content().unwrap_or_default().to_string(),
+                out.standard_error_content().unwrap_or_default().to_string(),
+            )),
         })
     }
 

@@ -298,6 +298,9 @@ pub struct JobReport {
     /// Why the job ended as it did, when the backend knows more than the status
     /// (e.g. "instance stopped while the command was running").
     pub detail: Option<String>,
+    /// `(stdout, stderr)` as the service's invocation record keeps them (SSM truncates them at
+    /// 24,000 and 8,000 characters); `None` when the backend keeps output only in the bucket.
+    pub inline_output: Option<(String, String)>,
 }
 
 /// One object in a bucket listing.

@@ -143,26 +143,51 @@ impl DevAmi {
         Ok(Output::text(text))
     }
 
-    /// `job_output(jobind=-1)`.
+    /// `job_output(jobind=-1)`: the stdout and stderr objects SSM writes to the bucket; when they
+    /// are not there (yet), the invocation record's truncated output, saying so.
     pub(crate) fn cmd_job_output(&mut self, a: &Args) -> Result<Output> {
         let (_, job) = self.job_record(a)?;
         let bucket = self.bp()?.pipeline_name()?.to_string();
-        let mut parts = Vec::new();
+        let mut found = Vec::new();
         for stream in ["stdout", "stderr"] {
             let key = output_key(&job.command_id, &job.instance_id, stream);
             let cloud = self.cloud()?;
-            let text = match cloud.call("reading the job output", cloud.backend.get_object(&bucket, &key)) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(Error::Backend { source: BackendError::NotFound { .. }, .. }) => {
-                    format!("{key} not found. may not be updated yet.")
-                }
+            found.push(match cloud.call("reading the job output", cloud.backend.get_object(&bucket, &key)) {
+                Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(Error::Backend { source: BackendError::NotFound { .. }, .. }) => Err(key),
                 Err(e) => return Err(e),
-            };
-            if stream == "stderr" && text.is_empty() {
-                continue;
+            });
+        }
+        let mut note = None;
+        if found.iter().any(|f| f.is_err()) {
+            let cloud = self.cloud()?;
+            let report = cloud
+                .call("reading the job", cloud.backend.describe_command(&job.command_id, &job.instance_id))?;
+            if let Some((out, err)) = report.inline_output {
+                for (slot, inline) in found.iter_mut().zip([out, err]) {
+                    if slot.is_err() && !inline.is_empty() {
+                        *slot = Ok(inline);
+                        note = Some(
+                            "(from the command's invocation record, which keeps at most 24,000 characters of stdout and 8,000 of stderr; the full output lands in the bucket when the command ends)",
+                        );
+                    }
+                }
             }
-            let text = text.trim_end();
-            parts.push(if stream == "stdout" { text.to_string() } else { format!("stderr:\n{text}") });
+        }
+        let mut parts = Vec::new();
+        for (stream, got) in ["stdout", "stderr"].into_iter().zip(found) {
+            let text = match got {
+                Ok(t) => t.trim_end().to_string(),
+                Err(key) => format!("{key} not found. may not be updated yet."),
+            };
+            match stream {
+                "stdout" => parts.push(text),
+                _ if text.is_empty() => {}
+                _ => parts.push(format!("stderr:\n{text}")),
+            }
+        }
+        if let Some(n) = note {
+            parts.push(n.to_string());
         }
         Ok(Output::text(parts.join("\n").trim_end().to_string()))
     }

@@ -704,6 +704,7 @@ pub fn report(home: &Home, command_id: &str) -> Result<JobReport> {
         started: meta.started,
         ended,
         detail,
+        inline_output: None,
     })
 }
 
