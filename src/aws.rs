@@ -182,10 +182,15 @@ impl AwsBackend {
         let text = DisplayErrorContext(&err).to_string();
         let lower = text.to_lowercase();
         if lower.contains("credential") || lower.contains("no identity") || lower.contains("sso") {
-            return BackendError::Credentials {
-                message: text.lines().next().unwrap_or_default().to_string(),
-                hint: credentials_hint,
+            let message = if lower.contains("sso/cache") || lower.contains("sso token") {
+                "the SSO session has expired or was never started".to_string()
+            } else if lower.contains("no credentials found") || lower.contains("not enabled") {
+                "none found in the environment, the shared config and credentials files, SSO or instance metadata".to_string()
+            } else {
+                // The readable part, without the debug representation the SDK appends.
+                text.split(" (DispatchFailure").next().unwrap_or(&text).to_string()
             };
+            return BackendError::Credentials { message, hint: credentials_hint };
         }
         match err {
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
