@@ -159,8 +159,13 @@ impl AwsBackend {
         };
         if let SdkError::ServiceError(service) = &err {
             let e = service.err();
-            let code = e.code().unwrap_or("Unknown").to_string();
-            let message = e.message().unwrap_or("no message").to_string();
+            let status = service.raw().status().as_u16();
+            let code =
+                e.code().unwrap_or(if status >= 500 { "InternalError" } else { "Unknown" }).to_string();
+            let message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the service answered HTTP {status} without an error message"));
             return match code.as_str() {
                 "DryRunOperation" => BackendError::DryRunOk,
                 "InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed" => {

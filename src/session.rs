@@ -357,7 +357,12 @@ impl DevAmi {
                     let connect = crate::aws::AwsBackend::connect(self.opts.aws.clone(), region, key);
                     let backend = rt.block_on(async {
                         tokio::select! {
-                            r = connect => r.map_err(|source| Error::Backend { op: "connecting to AWS", source }),
+                            r = connect => r.map_err(|source| match source {
+                                BackendError::Credentials { message, hint } => Error::Refused(format!(
+                                    "no valid AWS credentials ({message}); {hint}"
+                                )),
+                                source => Error::Backend { op: "connecting to AWS", source },
+                            }),
                             () = watch_interrupt() => Err(Error::Interrupted),
                         }
                     })?;
