@@ -98,11 +98,39 @@ impl DevAmi {
         st.instance_saved = true;
         self.persist()?;
         self.console.print(&format!("creating image {image_id} ({name}) from instance {id}"));
-        self.wait_image(&image_id)?;
+        if let Err(e) = self.wait_image(&image_id) {
+            if matches!(e, Error::Refused(_)) {
+                // The image failed: the instance's work is not saved after all.
+                self.state_mut().instance_saved = false;
+                self.persist()?;
+                self.offer_cleanup(&image_id, &e)?;
+            }
+            return Err(e);
+        }
         let cloud = self.cloud()?;
         let img = cloud.call("describing the image", cloud.backend.describe_image(&image_id))?;
         let size = img.size_bytes.map(|b| format!(", {}", human_bytes(b))).unwrap_or_default();
         Ok(Output::text(format!("image {image_id} is available{size}")))
+    }
+
+    /// After a failed image, offers to deregister it and delete its snapshots (as Packer does).
+    fn offer_cleanup(&mut self, image_id: &str, failure: &Error) -> Result<()> {
+        self.console.print(&format!("image {image_id} failed: {failure}"));
+        if !self.options().interactive && !self.options().yes {
+            self.console.print(
+                "it stays recorded; rerun with `--yes` to have devami deregister it and delete its snapshots",
+            );
+            return Ok(());
+        }
+        if self.confirm("create_devami", &format!("deregister image {image_id} and delete its snapshots?"))? {
+            let cloud = self.cloud()?;
+            cloud.call("deleting the failed image", cloud.backend.delete_image(image_id))?;
+            if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == image_id) {
+                rec.last_state = Some("deregistered".into());
+            }
+            self.console.print(&format!("image {image_id} deregistered"));
+        }
+        Ok(())
     }
 
     /// `update_blueprint(ami_id=None, message=None)`.

@@ -22,8 +22,20 @@ pub enum Probe<T> {
     Pending(String),
 }
 
-/// Polls `probe` until it is done, the deadline passes or Ctrl-C is pressed.
+/// The deadline to use: `DEVAMI_WAIT_MINUTES` when set, else the one sized for the operation.
+pub fn deadline_for(sized: Duration) -> Duration {
+    std::env::var("DEVAMI_WAIT_MINUTES")
+        .ok()
+        .and_then(|m| m.trim().parse::<f64>().ok())
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .map(|m| Duration::from_secs_f64(m * 60.0))
+        .unwrap_or(sized)
+}
+
+/// Polls `probe` until it is done, the deadline passes or Ctrl-C is pressed. The deadline is the
+/// one sized for the operation unless `DEVAMI_WAIT_MINUTES` overrides it.
 pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result<Probe<T>>) -> Result<T> {
+    let deadline = deadline_for(deadline);
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut interval = Duration::from_millis(100);
