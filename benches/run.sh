@@ -108,6 +108,10 @@ PY
 )
 "$bin" latency -c 'terminate --force' >/dev/null
 
+# ---- AWS backend: the full loop against moto, wall time and API calls per command ------------
+mkdir -p "$work/moto"
+moto_loop=$("$repo/.venv/bin/python" "$repo/benches/moto_loop.py" "$bin" "$work/moto")
+
 {
   echo "# devami benchmarks"
   echo
@@ -141,5 +145,11 @@ PY
   echo "## Local backend: a job prints a line, \`job_output\` shows it (target: under 1 s)"
   echo
   echo "$latency (polling \`devami -c job_output\` in a loop)"
+  echo
+  echo "## AWS backend: the development loop against moto (each command its own devami process)"
+  echo
+  echo "The original tool sleeps 5 s after every submit and polls every 15 s; devami has no fixed sleep."
+  echo
+  echo "$moto_loop"
 } > "$repo/benches/results/latest.md"
 cat "$repo/benches/results/latest.md"
