@@ -87,6 +87,8 @@ pub struct AwsBackend {
     profile_uses_sso: bool,
     identity: Identity,
     key_name: Option<String>,
+    /// The ssh user guessed for each instance from its image (cached per process).
+    ssh_users: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl AwsBackend {
@@ -131,6 +133,7 @@ impl AwsBackend {
             profile_uses_sso,
             identity: Identity { arn: String::new(), account: String::new() },
             key_name,
+            ssh_users: std::sync::Mutex::new(BTreeMap::new()),
         };
         // The preflight: credentials problems surface here, not in the middle of a wait.
         let me = backend
@@ -238,6 +241,21 @@ impl AwsBackend {
             })?;
         check_key_permissions(&key)?;
         Ok(key)
+    }
+}
+
+/// The login user of an image, from its name and description: `ec2-user` for Amazon Linux,
+/// `centos`, `admin` (Debian), else `ubuntu` (Ubuntu and the Deep Learning AMIs).
+pub fn guess_ssh_user(image_text: &str) -> &'static str {
+    let t = image_text.to_lowercase();
+    if t.contains("amzn") || t.contains("amazon linux") || t.contains("al2023") {
+        "ec2-user"
+    } else if t.contains("centos") {
+        "centos"
+    } else if t.contains("debian") {
+        "admin"
+    } else {
+        "ubuntu"
     }
 }
 
@@ -490,6 +508,18 @@ impl Backend for AwsBackend {
             .unwrap_or("pending")
             .parse()
             .unwrap_or(InstanceState::Pending);
+        if let Some(image_id) = inst.image_id() {
+            let known = self.ssh_users.lock().map(|m| m.contains_key(instance_id)).unwrap_or(true);
+            if !known {
+                let user = match self.describe_image(image_id).await {
+                    Ok(img) => guess_ssh_user(&format!("{} {:?}", img.name, img.tags)),
+                    Err(_) => "ubuntu",
+                };
+                if let Ok(mut m) = self.ssh_users.lock() {
+                    m.insert(instance_id.to_string(), user.to_string());
+                }
+            }
+        }
         let mut status_checks = None;
         if state == InstanceState::Running {
             let st = self
@@ -725,7 +755,8 @@ impl Backend for AwsBackend {
         command: Option<&str>,
     ) -> Result<std::process::Command, BackendError> {
         let key = self.ssh_key()?;
-        let user = self.opts.ssh_user.clone().unwrap_or_else(|| "ubuntu".into());
+        let guessed = self.ssh_users.lock().ok().and_then(|m| m.get(instance_id).cloned());
+        let user = self.opts.ssh_user.clone().or(guessed).unwrap_or_else(|| "ubuntu".into());
         let host = address.ok_or_else(|| BackendError::Service {
             code: Some("NoAddress".into()),
             message: format!(
@@ -750,5 +781,42 @@ impl Backend for AwsBackend {
             }
         }
         Ok(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_users_are_guessed_from_the_image() {
+        assert_eq!(
+            guess_ssh_user("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20240101"),
+            "ubuntu"
+        );
+        assert_eq!(guess_ssh_user("Deep Learning AMI (Ubuntu 18.04) Version 60.2"), "ubuntu");
+        assert_eq!(guess_ssh_user("al2023-ami-2023.6.20241212.0-kernel-6.1-x86_64"), "ec2-user");
+        assert_eq!(guess_ssh_user("amzn2-ami-hvm-2.0.20240131.0-x86_64-gp2"), "ec2-user");
+    }
+
+    #[test]
+    fn alias_parameters_are_overridable() {
+        assert!(
+            alias_parameter("ubuntu22").unwrap().starts_with("/aws/service/canonical/ubuntu/server/22.04/")
+        );
+        assert_eq!(alias_parameter("nope"), None);
+    }
+
+    #[test]
+    fn world_readable_keys_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("k.pem");
+        std::fs::write(&key, "x").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_key_permissions(&key).unwrap_err().to_string();
+        assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_key_permissions(&key).is_ok());
     }
 }

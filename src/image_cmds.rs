@@ -94,6 +94,7 @@ impl DevAmi {
             instance_id: id.clone(),
             created: clock::now(),
             last_state: Some("pending".into()),
+            size_bytes: None,
         });
         st.instance_saved = true;
         self.persist()?;
@@ -109,6 +110,9 @@ impl DevAmi {
         }
         let cloud = self.cloud()?;
         let img = cloud.call("describing the image", cloud.backend.describe_image(&image_id))?;
+        if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == image_id) {
+            rec.size_bytes = img.size_bytes;
+        }
         let size = img.size_bytes.map(|b| format!(", {}", human_bytes(b))).unwrap_or_default();
         Ok(Output::text(format!("image {image_id} is available{size}")))
     }

@@ -98,6 +98,20 @@ impl DevAmi {
                 }
                 _ => false,
             };
+            if let Some((sys, ins)) = inst.status_checks.as_ref().filter(|_| target == InstanceState::Running)
+            {
+                let failed: Vec<&str> = [("system", sys), ("instance", ins)]
+                    .into_iter()
+                    .filter(|(_, v)| v.as_str() == "impaired")
+                    .map(|(k, _)| k)
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(Error::Refused(format!(
+                        "instance {id} failed its {} status check (impaired); it stays tracked: stop and start it, or terminate it",
+                        failed.join(" and ")
+                    )));
+                }
+            }
             if unreachable {
                 let reason = inst.state_reason.clone().unwrap_or_else(|| "no reason given".into());
                 return Err(Error::Refused(format!(

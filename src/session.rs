@@ -532,12 +532,16 @@ impl DevAmi {
                         r.id.clone(),
                         r.last_state.clone().unwrap_or_else(|| "-".into()),
                         r.name.clone(),
+                        r.size_bytes.map(crate::image_cmds::human_bytes).unwrap_or_else(|| "-".into()),
                         clock::format(r.created),
                         r.instance_id.clone(),
                     ]
                 })
                 .collect();
-            parts.push(Output::table(&["image", "state", "name", "created (UTC)", "from instance"], rows));
+            parts.push(Output::table(
+                &["image", "state", "name", "size", "created (UTC)", "from instance"],
+                rows,
+            ));
         }
         Ok(Output::Many(parts))
     }

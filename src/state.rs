@@ -112,6 +112,9 @@ pub struct ImageRecord {
     pub created: i64,
     #[serde(default)]
     pub last_state: Option<String>,
+    /// Size in bytes, once the image is available.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
 }
 
 /// One job the session has submitted.
