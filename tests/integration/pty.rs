@@ -101,7 +101,6 @@ fn ctrl_c_cancels_the_command_not_the_shell() {
             }
         }
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "Ctrl-C took {:?}", start.elapsed());
     p.exp_string("devami [demo]> ").unwrap();
     // Ctrl-C at the prompt only clears the line.
     keys(&mut p, "stat");
