@@ -380,6 +380,11 @@ pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -
     }
 }
 
+/// The first byte of a `Content-Range` value (`bytes 0-99/1000` → 0).
+fn range_start(content_range: &str) -> Option<u64> {
+    content_range.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
 /// When the endpoint last saw a request, and how many connections are open.
 struct Activity {
     last: Mutex<Instant>,
@@ -677,7 +682,21 @@ impl S3 for Guarded {
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         self.before_read(&req.input.bucket, &req.input.key)?;
-        self.fs.get_object(req).await
+        let path = self.object(&req.input.bucket, &req.input.key)?;
+        let mut resp = self.fs.get_object(req).await?;
+        // s3s-fs streams the body in 4 KiB reads, which made the endpoint CPU-bound on large
+        // objects: serve the same bytes (same range, same length) in 1 MiB reads instead.
+        if let Some(len) = resp.output.content_length.and_then(|l| u64::try_from(l).ok()) {
+            let start = resp.output.content_range.as_deref().and_then(range_start).unwrap_or(0);
+            let mut file = tokio::fs::File::open(&path).await.map_err(|e| s3_error!(e, NoSuchKey))?;
+            tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| s3_error!(e, InternalError))?;
+            let reader = tokio::io::AsyncReadExt::take(file, len);
+            let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20);
+            resp.output.body = Some(dto::StreamingBlob::wrap(stream));
+        }
+        Ok(resp)
     }
 
     async fn head_object(
@@ -832,6 +851,13 @@ impl S3 for Guarded {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn content_range_starts_are_read() {
+        assert_eq!(range_start("bytes 0-99/1000"), Some(0));
+        assert_eq!(range_start("bytes 16777216-33554431/1073741824"), Some(16_777_216));
+        assert_eq!(range_start("items 1-2/3"), None);
+    }
     use crate::backend::BackendError;
     use crate::objstore::ObjectStore;
 
