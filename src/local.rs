@@ -269,12 +269,6 @@ fn is_id(id: &str, prefix: &str) -> bool {
         .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn is_instance_type(t: &str) -> bool {
-    let mut parts = t.split('.');
-    matches!((parts.next(), parts.next(), parts.next()), (Some(f), Some(s), None)
-        if !f.is_empty() && !s.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-}
-
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
     fn kind(&self) -> BackendKind {
@@ -358,7 +352,7 @@ impl Backend for LocalBackend {
                 message: format!("image `{}` is {}, not available", image.id, image.state),
             });
         }
-        if !is_instance_type(&spec.instance_type) {
+        if !crate::lint::is_instance_type(&spec.instance_type) {
             return Err(BackendError::Service {
                 code: Some("InvalidParameterValue".into()),
                 message: format!("invalid instance type `{}`", spec.instance_type),
