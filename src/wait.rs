@@ -4,12 +4,15 @@
 //! goes through [`poll`]: it asks a probe for the current status, shows the status and the elapsed
 //! time on one updating line when stderr is a terminal (nothing in scripts, so transcripts stay
 //! stable), notices a change within a second (the interval starts at 100 ms and grows to 1 s),
-//! gives up only at a deadline sized by the caller, and returns `Err(Interrupted)` within 50 ms of
+//! keeps polling through transient failures (endpoint unreachable, throttling) for
+//! `TRANSIENT_GRACE`, gives up only at a deadline sized by the caller, and returns
+//! `Err(Interrupted)` within 50 ms of
 //! Ctrl-C — leaving the operation itself running and tracked.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::backend::BackendError;
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::interrupt;
@@ -20,6 +23,28 @@ pub enum Probe<T> {
     Done(T),
     /// Still waiting; the text is the current status (e.g. `pending`).
     Pending(String),
+}
+
+/// How long a wait keeps polling through transient failures before it reports them.
+pub const TRANSIENT_GRACE: Duration = Duration::from_secs(20);
+
+/// Whether an error is worth retrying within a wait: the endpoint could not be reached, or the
+/// service asked to slow down.
+fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Backend { source: BackendError::Unreachable { .. }, .. } => true,
+        Error::Backend { source: BackendError::Service { code: Some(c), .. }, .. } => {
+            matches!(
+                c.as_str(),
+                "RequestLimitExceeded"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "ServiceUnavailable"
+                    | "InternalError"
+            )
+        }
+        _ => false,
+    }
 }
 
 /// The deadline to use: `DEVAMI_WAIT_MINUTES` when set, else the one sized for the operation.
@@ -40,9 +65,26 @@ pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result
     let tty = std::io::stderr().is_terminal();
     let mut interval = Duration::from_millis(100);
     let mut shown = false;
+    let mut failing_since: Option<Instant> = None;
     let result = loop {
-        match probe() {
+        let probed = probe();
+        if probed.is_ok() {
+            failing_since = None;
+        }
+        match probed {
             Ok(Probe::Done(v)) => break Ok(v),
+            // A blip (endpoint unreachable, throttling) does not end the wait for an operation the
+            // cloud is still carrying out: keep polling for a while, then give up with the error.
+            Err(e)
+                if is_transient(&e)
+                    && failing_since.get_or_insert_with(Instant::now).elapsed() < TRANSIENT_GRACE =>
+            {
+                if tty {
+                    let line = format!("\r\x1b[2Kwaiting for {what}: cannot reach the cloud, retrying ({e})");
+                    let _ = std::io::stderr().write_all(line.as_bytes());
+                    shown = true;
+                }
+            }
             Ok(Probe::Pending(status)) => {
                 let elapsed = start.elapsed();
                 if tty {

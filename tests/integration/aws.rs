@@ -659,6 +659,30 @@ fn a_killed_endpoint_mid_wait_is_a_clear_error_and_the_instance_stays_tracked() 
 }
 
 #[test]
+fn an_endpoint_that_comes_back_within_the_grace_does_not_end_the_wait() {
+    let aws = Aws::new("blip-test");
+    let mut proxy = Proxy::start(&aws.moto.url, json!({"hold_instances": 1}));
+    let port = proxy.port;
+    let url = proxy.url.clone();
+    let via = ["--endpoint-url", url.as_str()];
+    let mut bg = aws.spawn_with(&via, "launch_devinstance");
+    let state_path = aws.state_path();
+    poll("the instance id in state.json", Duration::from_secs(60), || {
+        read_state(&state_path)["instance"].as_str().map(str::to_string)
+    });
+    proxy.kill();
+    // An outage of 1.5 s (the wait polls several times and sees connection failures), then the
+    // endpoint is back on the same address.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(bg.running(), "the wait ended during the outage");
+    let _back = Proxy::start_on(&aws.moto.url, port, json!({}));
+    let (out, _) = bg.finish(Duration::from_secs(120));
+    assert!(out.status.success(), "the wait ended on a blip:\n{}", all(&out));
+    assert!(text(&out.stdout).contains("is running"), "{}", all(&out));
+    aws.ok("terminate_devinstance --force");
+}
+
+#[test]
 fn failed_calls_during_a_wait_are_retried() {
     let aws = Aws::new("retry-test");
     let proxy = Proxy::start(
