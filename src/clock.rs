@@ -25,11 +25,6 @@ pub fn now() -> i64 {
     secs + OFFSET.load(Ordering::Relaxed)
 }
 
-/// Moves the clock by `seconds` (used by tests to exercise lifetimes).
-pub fn advance(seconds: i64) {
-    OFFSET.fetch_add(seconds, Ordering::Relaxed);
-}
-
 /// Formats epoch seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn format(epoch: i64) -> String {
     let (y, m, d) = civil_from_days(epoch.div_euclid(86_400));

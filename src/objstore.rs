@@ -540,16 +540,6 @@ impl ObjectStore {
     }
 }
 
-/// Maps an SDK error: connection failures and timeouts → `Unreachable`; missing keys and buckets
-/// → `NotFound`; rejected or missing credentials → `Credentials`; other service errors →
-/// `Service` with the service's code and message.
-pub fn map_sdk_error<E>(op: &str, err: SdkError<E>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    map_at("the S3 endpoint", op, err)
-}
-
 const CREDENTIAL_CODES: [&str; 6] = [
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",

@@ -185,11 +185,6 @@ impl DevAmi {
         &self.opts
     }
 
-    /// The name the session object answers to in call-form lines.
-    pub fn object_name(&self) -> &str {
-        &self.object
-    }
-
     /// The prompt: blueprint and current instance with its last known state.
     pub fn prompt(&self) -> String {
         let Some(bp) = &self.blueprint else {
