@@ -1,7 +1,8 @@
 //! Wall-clock time, formatted the way devami prints and stores it.
 //!
 //! Times are kept as seconds since the Unix epoch (UTC) and printed as `2026-11-25 13:23:38` (UTC).
-//! A [`Clock`] can be fixed or offset so lifetime arithmetic is testable without waiting.
+//! `DEVAMI_CLOCK_OFFSET` (seconds) moves the clock forward, so lifetime expiry is testable without
+//! waiting.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicI64, Ordering};
