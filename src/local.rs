@@ -141,6 +141,8 @@ pub struct LocalBackend {
     endpoint: OnceLock<Endpoint>,
     store: OnceLock<ObjectStore>,
     sandbox: OnceLock<Sandbox>,
+    /// Buckets known to exist, so each is checked (HeadBucket, CreateBucket) once per process.
+    buckets: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl LocalBackend {
@@ -151,7 +153,13 @@ impl LocalBackend {
 
     /// The backend over `home`.
     pub fn new(home: Home) -> LocalBackend {
-        LocalBackend { home, endpoint: OnceLock::new(), store: OnceLock::new(), sandbox: OnceLock::new() }
+        LocalBackend {
+            home,
+            endpoint: OnceLock::new(),
+            store: OnceLock::new(),
+            sandbox: OnceLock::new(),
+            buckets: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
     }
 
     /// The machine-wide home.
@@ -177,6 +185,19 @@ impl LocalBackend {
         }
         let s = ObjectStore::local(self.endpoint()?);
         Ok(self.store.get_or_init(|| s))
+    }
+
+    /// The object store, with `bucket` created if it does not exist yet (checked once per process).
+    async fn store_with(&self, bucket: &str) -> Result<&ObjectStore, BackendError> {
+        let store = self.store()?;
+        let known = self.buckets.lock().map(|b| b.contains(bucket)).unwrap_or(false);
+        if !known {
+            store.ensure_bucket(bucket).await?;
+            if let Ok(mut b) = self.buckets.lock() {
+                b.insert(bucket.to_string());
+            }
+        }
+        Ok(store)
     }
 
     /// The sandbox processes of instances run in (detected once).
@@ -578,8 +599,7 @@ impl Backend for LocalBackend {
             other => other,
         })?;
         let env = self.endpoint()?.env();
-        let store = self.store()?;
-        store.ensure_bucket(&job.output_bucket).await?;
+        self.store_with(&job.output_bucket).await?;
         let id = {
             let lock = self.home.lock().map_err(svc)?;
             self.home.new_uuid(&lock).map_err(svc)?
@@ -624,8 +644,7 @@ impl Backend for LocalBackend {
     }
 
     async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), BackendError> {
-        let store = self.store()?;
-        store.ensure_bucket(bucket).await?;
+        let store = self.store_with(bucket).await?;
         store.put(bucket, key, body).await
     }
 
@@ -634,8 +653,7 @@ impl Backend for LocalBackend {
     }
 
     async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
-        let store = self.store()?;
-        store.ensure_bucket(bucket).await?;
+        let store = self.store_with(bucket).await?;
         store.list(bucket, prefix).await
     }
 
@@ -646,8 +664,7 @@ impl Backend for LocalBackend {
         local: &Path,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<u64, BackendError> {
-        let store = self.store()?;
-        store.ensure_bucket(bucket).await?;
+        let store = self.store_with(bucket).await?;
         store.upload_file(bucket, key, local, progress).await
     }
 

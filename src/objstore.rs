@@ -840,12 +840,17 @@ mod tests {
             .collect();
         assert!(!names.iter().any(|n| n.ends_with(".out") || n.contains("devami-part")), "{names:?}");
         assert!(!quiet.exists("alpha", "big2.bin").await.unwrap());
-        let root: Vec<_> = fs::read_dir(f.home.buckets_dir())
+        assert_no_multipart_leftovers(f.home.buckets_dir());
+    }
+
+    /// Multipart uploads leave `.upload*` folders in the buckets folder until completed or aborted.
+    fn assert_no_multipart_leftovers(buckets: PathBuf) {
+        let uploads: Vec<_> = fs::read_dir(buckets)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".upload"))
             .collect();
-        assert!(root.is_empty(), "multipart leftovers: {root:?}");
+        assert!(uploads.is_empty(), "multipart leftovers: {uploads:?}");
     }
 
     /// A part that cannot be read fails the upload, and the multipart upload is aborted.
@@ -868,12 +873,7 @@ mod tests {
             .await;
         assert!(result.is_err(), "{result:?}");
         assert!(!s.exists("alpha", "shrinking.bin").await.unwrap());
-        let uploads: Vec<_> = fs::read_dir(f.home.buckets_dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".upload"))
-            .collect();
-        assert!(uploads.is_empty(), "multipart leftovers: {uploads:?}");
+        assert_no_multipart_leftovers(f.home.buckets_dir());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
