@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # devami's benchmarks, in one reproducible place. Writes benches/results/latest.md and prints it.
 #   bash benches/run.sh
-# Measures: startup (`devami run` of a script holding only `help` and `exit`, with hyperfine) and
-# the interactive shell's idle memory (RSS of a shell waiting at its prompt in a pseudo-terminal).
+# Measures: startup (`devami run` of a script holding only `help` and `exit`, with hyperfine), the
+# interactive shell's idle memory (RSS of a shell waiting at its prompt in a pseudo-terminal),
+# snapshots and launches of the local backend, transfers through its embedded S3 endpoint against
+# the AWS CLI (a 1 GiB object with devami's peak memory, 1,000 small files against `aws s3 sync`),
+# the latency of live job output, and the development loop against moto.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -10,6 +13,10 @@ cd "$repo"
 if ! command -v hyperfine >/dev/null; then
   echo "installing hyperfine (Debian package)"
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq hyperfine >/dev/null; else sudo apt-get install -y -qq hyperfine >/dev/null; fi
+fi
+if [ ! -x /usr/bin/time ]; then
+  echo "installing time (Debian package, for peak memory)"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq time >/dev/null; else sudo apt-get install -y -qq time >/dev/null; fi
 fi
 
 cargo build --release --locked
@@ -71,9 +78,12 @@ rm -rf "$work/tree-copy"
 # ---- local backend: 1 GiB through the embedded S3 endpoint, against aws s3 cp ---------------
 aws="$repo/.venv/bin/aws"
 head -c 1073741824 /dev/urandom > big.bin
-t0=$(date +%s.%N); "$bin" snap-a -c 'upload big.bin bench/big.bin' >/dev/null; t1=$(date +%s.%N)
-t2=$(date +%s.%N); "$bin" snap-a -c 'download bench/big.bin got.bin' >/dev/null; t3=$(date +%s.%N)
+# Peak memory (max RSS, KiB) of devami itself, from GNU time.
+t0=$(date +%s.%N); /usr/bin/time -f %M -o up.rss "$bin" snap-a -c 'upload big.bin bench/big.bin' >/dev/null; t1=$(date +%s.%N)
+t2=$(date +%s.%N); /usr/bin/time -f %M -o down.rss "$bin" snap-a -c 'download bench/big.bin got.bin' >/dev/null; t3=$(date +%s.%N)
 cmp -s big.bin got.bin || { echo "error: the downloaded object differs" >&2; exit 1; }
+mb() { python3 -c "print(f'{$(tail -n1 "$1") * 1024 / 1e6:.0f} MB')"; }
+uprss=$(mb up.rss); downrss=$(mb down.rss)
 port=$(python3 -c 'import json,os;print(json.load(open(os.environ["DEVAMI_HOME"]+"/run/s3.json"))["port"])')
 export AWS_ACCESS_KEY_ID=devami-local AWS_SECRET_ACCESS_KEY=devami-local-secret AWS_DEFAULT_REGION=us-east-1
 t4=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 cp --quiet big.bin s3://snap-a/bench/cli.bin; t5=$(date +%s.%N)
@@ -81,6 +91,37 @@ t6=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 cp --quiet 
 ms() { python3 -c "print(f'{($2-$1)*1000:.0f}')"; }
 up=$(ms $t0 $t1); down=$(ms $t2 $t3); cliup=$(ms $t4 $t5); clidown=$(ms $t6 $t7)
 rm -f big.bin got.bin cli.bin
+
+# ---- local backend: 1,000 small files through the same endpoint, against aws s3 sync ----------
+# Median of 3 rounds; each round uploads to a new prefix and downloads into a new folder.
+smallsize=$(python3 - <<'PY'
+import os
+total = 0
+for i in range(1000):
+    d = f"small/d{i % 10}"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/f{i:04d}.dat", "wb") as f:
+        total += f.write(os.urandom(512 + i * 3))
+print(f"{total / 1048576:.1f} MiB")
+PY
+)
+rounds_up=(); rounds_down=(); rounds_cliup=(); rounds_clidown=()
+for round in 1 2 3; do
+  t0=$(date +%s.%N); "$bin" snap-a -c "upload small tree/dv$round" >/dev/null; t1=$(date +%s.%N)
+  t2=$(date +%s.%N); "$bin" snap-a -c "download tree/dv$round small-dv$round" >/dev/null; t3=$(date +%s.%N)
+  t4=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 sync --quiet small "s3://snap-a/tree/cli$round"; t5=$(date +%s.%N)
+  t6=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 sync --quiet "s3://snap-a/tree/cli$round" "small-cli$round"; t7=$(date +%s.%N)
+  diff -r small "small-dv$round" >/dev/null || { echo "error: devami's downloaded tree differs" >&2; exit 1; }
+  diff -r small "small-cli$round" >/dev/null || { echo "error: aws s3 sync's downloaded tree differs" >&2; exit 1; }
+  rounds_up+=("$(ms $t0 $t1)"); rounds_down+=("$(ms $t2 $t3)")
+  rounds_cliup+=("$(ms $t4 $t5)"); rounds_clidown+=("$(ms $t6 $t7)")
+  rm -rf "small-dv$round" "small-cli$round"
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+treeup=$(median "${rounds_up[@]}"); treedown=$(median "${rounds_down[@]}")
+treecliup=$(median "${rounds_cliup[@]}"); treeclidown=$(median "${rounds_clidown[@]}")
+ratio() { python3 -c "print(f'{$2/$1:.1f}x')"; }
+rm -rf small
 
 # ---- local backend: from a job printing a line to job_output showing it ----------------------
 "$bin" init latency >/dev/null
@@ -135,12 +176,21 @@ moto_loop=$("$repo/.venv/bin/python" "$repo/benches/moto_loop.py" "$bin" "$work/
   echo "| \`launch\` from that image (whole devami process) | $launch ms |"
   echo "| \`cp -a\` of the same tree (+ sync) | $cpa ms |"
   echo
-  echo "## Local backend: a 1 GiB object through the embedded S3 endpoint (target: faster than aws s3 cp)"
+  echo "## Local backend: a 1 GiB object through the embedded S3 endpoint (target: faster than aws s3 cp; devami's peak memory under 200 MB)"
   echo
-  echo "| transfer | devami | aws s3 cp |"
-  echo "| --- | --- | --- |"
-  echo "| upload | $up ms | $cliup ms |"
-  echo "| download | $down ms | $clidown ms |"
+  echo "| transfer | devami | aws s3 cp | devami peak memory (max RSS) |"
+  echo "| --- | --- | --- | --- |"
+  echo "| upload | $up ms | $cliup ms | $uprss |"
+  echo "| download | $down ms | $clidown ms | $downrss |"
+  echo
+  echo "## Local backend: 1,000 small files ($smallsize) through the embedded S3 endpoint (target: at least 2x faster than aws s3 sync)"
+  echo
+  echo "Median of 3 rounds; each is a whole devami process (\`upload DIR KEY\`, \`download KEY DIR\`) or \`aws s3 sync\` into an empty prefix or folder."
+  echo
+  echo "| transfer | devami | aws s3 sync | devami is faster by |"
+  echo "| --- | --- | --- | --- |"
+  echo "| upload | $treeup ms | $treecliup ms | $(ratio "$treeup" "$treecliup") |"
+  echo "| download | $treedown ms | $treeclidown ms | $(ratio "$treedown" "$treeclidown") |"
   echo
   echo "## Local backend: a job prints a line, \`job_output\` shows it (target: under 1 s)"
   echo

@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification, ResourceType, Tag, TagSpecification,
-    VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, ResourceType, Tag,
+    TagSpecification, VolumeType,
 };
 
 use crate::backend::{
     Backend, BackendError, BackendKind, Identity, Image, ImageRequest, ImageState, Instance, InstanceState,
-    JobReport, JobSpec, JobState, LaunchSpec, ObjectInfo, ResolvedImage,
+    JobReport, JobSpec, JobState, LaunchSpec, ObjectInfo, ResolvedImage, carries_tags,
 };
 use crate::clock;
 use crate::objstore::ObjectStore;
@@ -304,6 +304,69 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `tag:KEY` filters, one per tag.
+fn tag_filters(tags: &[(String, String)]) -> Vec<Filter> {
+    tags.iter().map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build()).collect()
+}
+
+/// An EC2 instance as the domain sees it (without status checks, which take another call).
+fn instance_of(inst: &aws_sdk_ec2::types::Instance, fallback_id: &str) -> Instance {
+    Instance {
+        id: inst.instance_id().unwrap_or(fallback_id).to_string(),
+        image_id: inst.image_id().unwrap_or_default().to_string(),
+        instance_type: inst.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        state: inst
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str())
+            .unwrap_or("pending")
+            .parse()
+            .unwrap_or(InstanceState::Pending),
+        state_reason: inst
+            .state_reason()
+            .and_then(|r| r.message())
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
+        launch_time: inst.launch_time().map(|t| t.secs()),
+        public_ip: inst.public_ip_address().map(str::to_string),
+        private_ip: inst.private_ip_address().map(str::to_string),
+        tags: tags_of(inst.tags()),
+        status_checks: None,
+    }
+}
+
+/// An EC2 image as the domain sees it (without snapshot progress, which takes another call).
+fn image_of(img: &aws_sdk_ec2::types::Image, fallback_id: &str) -> Image {
+    let snapshot_ids: Vec<String> = img
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+        .collect();
+    let size_gib: i64 = img
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.volume_size()))
+        .map(i64::from)
+        .sum();
+    Image {
+        id: img.image_id().unwrap_or(fallback_id).to_string(),
+        name: img.name().unwrap_or_default().to_string(),
+        state: image_state(img.state().map(|s| s.as_str()).unwrap_or("unknown")),
+        state_reason: img
+            .state_reason()
+            .and_then(|r| r.message())
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
+        created: img.creation_date().and_then(clock::parse),
+        source_instance: None,
+        size_bytes: (size_gib > 0).then(|| size_gib as u64 * 1024 * 1024 * 1024),
+        progress: None,
+        root_device_name: img.root_device_name().map(str::to_string),
+        snapshot_ids,
+        tags: tags_of(img.tags()),
+    }
+}
+
 fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
@@ -379,47 +442,19 @@ impl Backend for AwsBackend {
             code: Some("InvalidAMIID.NotFound".into()),
             message: format!("the image id `{image_id}` does not exist in {}", self.region),
         })?;
-        let snapshot_ids: Vec<String> = img
-            .block_device_mappings()
-            .iter()
-            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
-            .collect();
-        let size_gib: i64 = img
-            .block_device_mappings()
-            .iter()
-            .filter_map(|m| m.ebs().and_then(|e| e.volume_size()))
-            .map(i64::from)
-            .sum();
-        let state = image_state(img.state().map(|s| s.as_str()).unwrap_or("unknown"));
-        let mut progress = None;
-        if state == ImageState::Pending
-            && !snapshot_ids.is_empty()
+        let mut image = image_of(img, image_id);
+        if image.state == ImageState::Pending
+            && !image.snapshot_ids.is_empty()
             && let Ok(snaps) =
-                self.ec2.describe_snapshots().set_snapshot_ids(Some(snapshot_ids.clone())).send().await
+                self.ec2.describe_snapshots().set_snapshot_ids(Some(image.snapshot_ids.clone())).send().await
         {
-            progress = snaps
+            image.progress = snaps
                 .snapshots()
                 .iter()
                 .filter_map(|s| s.progress()?.trim_end_matches('%').parse::<u8>().ok())
                 .min();
         }
-        Ok(Image {
-            id: img.image_id().unwrap_or(image_id).to_string(),
-            name: img.name().unwrap_or_default().to_string(),
-            state,
-            state_reason: img
-                .state_reason()
-                .and_then(|r| r.message())
-                .filter(|m| !m.is_empty())
-                .map(str::to_string),
-            created: img.creation_date().and_then(clock::parse),
-            source_instance: None,
-            size_bytes: (size_gib > 0).then(|| size_gib as u64 * 1024 * 1024 * 1024),
-            progress,
-            root_device_name: img.root_device_name().map(str::to_string),
-            snapshot_ids,
-            tags: tags_of(img.tags()),
-        })
+        Ok(image)
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Instance, BackendError> {
@@ -501,13 +536,8 @@ impl Backend for AwsBackend {
             .flat_map(|r| r.instances())
             .next()
             .ok_or_else(|| BackendError::NotFound { what: "instance", id: instance_id.to_string() })?;
-        let state: InstanceState = inst
-            .state()
-            .and_then(|s| s.name())
-            .map(|n| n.as_str())
-            .unwrap_or("pending")
-            .parse()
-            .unwrap_or(InstanceState::Pending);
+        let mut found = instance_of(inst, instance_id);
+        let state = found.state;
         if let Some(image_id) = inst.image_id() {
             let known = self.ssh_users.lock().map(|m| m.contains_key(instance_id)).unwrap_or(true);
             if !known {
@@ -537,22 +567,8 @@ impl Backend for AwsBackend {
                     Some((sys.unwrap_or_else(|| "ok".into()), ins.unwrap_or_else(|| "ok".into())));
             }
         }
-        Ok(Instance {
-            id: inst.instance_id().unwrap_or(instance_id).to_string(),
-            image_id: inst.image_id().unwrap_or_default().to_string(),
-            instance_type: inst.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
-            state,
-            state_reason: inst
-                .state_reason()
-                .and_then(|r| r.message())
-                .filter(|m| !m.is_empty())
-                .map(str::to_string),
-            launch_time: inst.launch_time().map(|t| t.secs()),
-            public_ip: inst.public_ip_address().map(str::to_string),
-            private_ip: inst.private_ip_address().map(str::to_string),
-            tags: tags_of(inst.tags()),
-            status_checks,
-        })
+        found.status_checks = status_checks;
+        Ok(found)
     }
 
     async fn start(&self, instance_id: &str) -> Result<(), BackendError> {
@@ -583,6 +599,70 @@ impl Backend for AwsBackend {
             .await
             .map_err(|e| self.map("TerminateInstances", e))?;
         Ok(())
+    }
+
+    async fn find_instances(&self, tags: &[(String, String)]) -> Result<Vec<Instance>, BackendError> {
+        let mut filters = tag_filters(tags);
+        filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(
+                    ["pending", "running", "shutting-down", "stopping", "stopped"].map(String::from).to_vec(),
+                ))
+                .build(),
+        );
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .ec2
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.map("DescribeInstances", e))?;
+            found.extend(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .map(|i| instance_of(i, ""))
+                    // Filter values are patterns (`*`, `?`): keep exact matches only.
+                    .filter(|i| i.state != InstanceState::Terminated && carries_tags(&i.tags, tags)),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn find_images(&self, tags: &[(String, String)]) -> Result<Vec<Image>, BackendError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .ec2
+                .describe_images()
+                .owners("self")
+                .set_filters(Some(tag_filters(tags)))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.map("DescribeImages", e))?;
+            found.extend(
+                out.images()
+                    .iter()
+                    .map(|i| image_of(i, ""))
+                    .filter(|i| i.state != ImageState::Deregistered && carries_tags(&i.tags, tags)),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     async fn set_tags(

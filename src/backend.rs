@@ -212,6 +212,11 @@ pub struct Image {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Whether `have` holds every one of the `wanted` tags with exactly that value.
+pub fn carries_tags(have: &BTreeMap<String, String>, wanted: &[(String, String)]) -> bool {
+    wanted.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
 /// A request to create an image from an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRequest {
@@ -276,6 +281,17 @@ impl JobState {
     /// Whether the command has finished (for better or worse).
     pub fn is_final(self) -> bool {
         matches!(self, JobState::Success | JobState::Cancelled | JobState::TimedOut | JobState::Failed)
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use JobState::*;
+        [Pending, InProgress, Delayed, Success, Cancelled, TimedOut, Failed, Cancelling]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown command status `{s}`"))
     }
 }
 
@@ -373,6 +389,12 @@ pub trait Backend: Send + Sync {
     /// Terminates an instance.
     async fn terminate(&self, instance_id: &str) -> Result<(), BackendError>;
 
+    /// The instances carrying every one of `tags` (key and value), in any state but terminated.
+    async fn find_instances(&self, tags: &[(String, String)]) -> Result<Vec<Instance>, BackendError>;
+
+    /// The images of this account carrying every one of `tags`, except deregistered ones.
+    async fn find_images(&self, tags: &[(String, String)]) -> Result<Vec<Image>, BackendError>;
+
     /// Creates or replaces tags on an instance (and, where the cloud has them, its volumes).
     async fn set_tags(
         &self,
@@ -448,6 +470,19 @@ mod tests {
         assert_eq!(InstanceState::Stopped.code(), 80);
         assert!("bogus".parse::<InstanceState>().is_err());
         assert!(InstanceState::Stopping.is_live() && !InstanceState::Stopped.is_live());
+    }
+
+    #[test]
+    fn tags_must_all_match_exactly() {
+        let have: BTreeMap<String, String> =
+            [("a", "1"), ("b", "2")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let want = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(carries_tags(&have, &want(&[])));
+        assert!(carries_tags(&have, &want(&[("a", "1"), ("b", "2")])));
+        assert!(!carries_tags(&have, &want(&[("a", "1"), ("c", "3")])));
+        assert!(!carries_tags(&have, &want(&[("a", "*")])));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::lint;
 use crate::parse;
 use crate::scaffold;
 use crate::script::{self, RunOptions};
-use crate::session::{DevAmi, Options};
+use crate::session::{DevAmi, OnExit, Options};
 use crate::shell;
 use crate::transcript::{self, Kind, Step};
 use crate::tutorial::{self, PlayOptions};
@@ -53,6 +53,10 @@ pub struct Global {
     /// In scripts and one-shots, go on after a failed command.
     #[arg(long, global = true)]
     pub keep_going: bool,
+    /// What to do with a running instance when the session ends: `ask` (at a terminal; scripts
+    /// leave it running and say so), `leave`, `stop` or `terminate`.
+    #[arg(long, global = true, value_name = "ACTION", default_value = "ask", value_parser = parse_on_exit, env = "DEVAMI_ON_EXIT")]
+    pub on_exit: OnExit,
     /// AWS: the shared-config profile to use (also SSO profiles).
     #[arg(long, global = true, env = "AWS_PROFILE", hide_env_values = true)]
     pub profile: Option<String>,
@@ -149,6 +153,10 @@ where
     }
 }
 
+fn parse_on_exit(s: &str) -> std::result::Result<OnExit, String> {
+    s.parse()
+}
+
 fn dispatch(cli: Cli) -> Result<i32> {
     let g = cli.global;
     let stdin_tty = std::io::stdin().is_terminal();
@@ -159,7 +167,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         key: g.key.clone(),
         ssh_user: g.ssh_user.clone(),
     };
-    let opts = Options { backend: g.backend, yes: g.yes, interactive: stdin_tty, aws };
+    let opts = Options { backend: g.backend, yes: g.yes, interactive: stdin_tty, aws, on_exit: g.on_exit };
     let run_opts = |check| RunOptions { keep_going: g.keep_going, check };
     match cli.mode {
         Some(Mode::Check { dirs }) => Ok(check(&dirs)),

@@ -78,11 +78,17 @@ impl DevAmi {
             )));
         }
         let pipeline = self.bp()?.pipeline_name().unwrap_or_default().to_string();
+        // The user as `launch_devinstance` tags instances: the last part of the caller's ARN.
+        let user = self.caller_name()?;
         let request = ImageRequest {
             instance_id: id.clone(),
             name: name.clone(),
             description: format!("AMI created at {}", python_now()),
-            tags: vec![("devami:blueprint".into(), pipeline), ("devami:instance".into(), id.clone())],
+            tags: vec![
+                ("devami:blueprint".into(), pipeline),
+                ("devami:user".into(), user),
+                ("devami:instance".into(), id.clone()),
+            ],
         };
         let cloud = self.cloud()?;
         let image_id = cloud.call("creating the image", cloud.backend.create_image(&request))?;
@@ -137,6 +143,50 @@ impl DevAmi {
         Ok(())
     }
 
+    /// The provenance of an image as git trailers: the image, the image and instance it was made
+    /// from, the jobs that succeeded on that instance (the tests it passed), devami's version.
+    pub(crate) fn provenance(&self, ami: &str, cloud_name: Option<&str>) -> Vec<String> {
+        let st = self.state();
+        let image = st.images.iter().rev().find(|r| r.id == ami);
+        let name = image.map(|r| r.name.as_str()).or(cloud_name);
+        let mut t = vec![match name {
+            Some(n) => format!("Devami-Image: {ami} ({n})"),
+            None => format!("Devami-Image: {ami}"),
+        }];
+        if let Some(img) = image {
+            let inst = st.instances.iter().rev().find(|r| r.id == img.instance_id);
+            if let Some(src) = inst.and_then(|i| match (&i.source, &i.image_id) {
+                (Some(s), Some(id)) if s != id => Some(format!("{s} ({id})")),
+                (_, Some(id)) => Some(id.clone()),
+                (Some(s), None) => Some(s.clone()),
+                (None, None) => None,
+            }) {
+                t.push(format!("Devami-Source-Image: {src}"));
+            }
+            t.push(format!("Devami-Instance: {}", img.instance_id));
+            let since = inst.map(|i| i.recorded).unwrap_or(i64::MIN);
+            let tested: Vec<&str> = st
+                .jobs
+                .iter()
+                .filter(|j| {
+                    j.instance_id == img.instance_id
+                        && j.submitted >= since
+                        && j.last_status.as_deref() == Some("Success")
+                        && j.analysis.as_deref().is_none_or(|a| {
+                            !crate::submit::analysis_disagrees(crate::backend::JobState::Success, a)
+                        })
+                })
+                .map(|j| j.command_id.as_str())
+                .collect();
+            t.push(format!(
+                "Devami-Tested-Jobs: {}",
+                if tested.is_empty() { "none".to_string() } else { tested.join(", ") }
+            ));
+        }
+        t.push(format!("Devami-Version: {}", env!("CARGO_PKG_VERSION")));
+        t
+    }
+
     /// `update_blueprint(ami_id=None, message=None)`.
     pub(crate) fn cmd_update_blueprint(&mut self, a: &Args) -> Result<Output> {
         self.bp()?;
@@ -187,8 +237,9 @@ impl DevAmi {
         bp.save()?;
         lines.push(format!("Blueprint updated with ami {ami}"));
         let after = format!(
-            "automatic commit to document pipeline {file} after update at {}. Purpose: {message}",
-            python_now()
+            "automatic commit to document pipeline {file} after update at {}. Purpose: {message}\n\n{}",
+            python_now(),
+            self.provenance(&ami, Some(img.name.as_str()).filter(|n| !n.is_empty())).join("\n")
         );
         let new = journal.commit_file(&after)?;
         lines.push(format!(

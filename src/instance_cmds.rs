@@ -8,11 +8,12 @@
 
 use std::time::Duration;
 
-use crate::backend::{BackendError, Instance, InstanceState, LaunchSpec};
+use crate::backend::{BackendError, BackendKind, Instance, InstanceState, LaunchSpec};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::parse::Args;
+use crate::pricing;
 use crate::session::DevAmi;
 use crate::state::InstanceRecord;
 use crate::wait::{self, Probe};
@@ -58,13 +59,17 @@ impl DevAmi {
         if let Some(rec) = st.instances.iter_mut().rev().find(|r| r.id == inst.id) {
             rec.last_state = Some(inst.state.to_string());
             rec.last_seen = Some(now);
+            rec.launch_time = inst.launch_time.or(rec.launch_time);
+            if let Some(t) = inst.tags.get("Timeout").and_then(|t| t.trim().parse::<u32>().ok()) {
+                rec.timeout_minutes = Some(t);
+            }
             if rec.image_id.is_none() {
                 rec.image_id = Some(inst.image_id.clone());
             }
         }
     }
 
-    fn record_gone(&mut self, id: &str) {
+    pub(crate) fn record_gone(&mut self, id: &str) {
         let now = clock::now();
         if let Some(rec) = self.state_mut().instances.iter_mut().rev().find(|r| r.id == id) {
             rec.last_state = Some("gone".into());
@@ -166,7 +171,7 @@ impl DevAmi {
     }
 
     /// Whether the current instance is running, with the original's message.
-    fn check_running_inner(&mut self) -> Result<(bool, String)> {
+    pub(crate) fn check_running_inner(&mut self) -> Result<(bool, String)> {
         let Some(id) = self.state().instance.clone() else {
             return Ok((false, "No instance declared".into()));
         };
@@ -230,6 +235,7 @@ impl DevAmi {
         let source = requested.clone().unwrap_or_else(|| blueprint_ami.clone());
         let image_id = self.resolve_image(&source, requested.is_none())?;
 
+        self.console.print(&self.price_line(&instance_type));
         let cloud = self.cloud()?;
         let owner = cloud.call("asking who we are", cloud.backend.identity())?.arn;
         let user = owner.rsplit('/').next().unwrap_or(&owner).to_string();
@@ -270,6 +276,7 @@ impl DevAmi {
             timeout_minutes: Some(timeout as u32),
             last_state: Some(inst.state.to_string()),
             last_seen: Some(clock::now()),
+            launch_time: None,
             origin: "launched".into(),
         });
         st.instance = Some(id.clone());
@@ -280,6 +287,24 @@ impl DevAmi {
         let inst = self.wait_instance(&id, InstanceState::Running, LAUNCH_DEADLINE)?;
         let ip = inst.public_ip.or(inst.private_ip).unwrap_or_else(|| "(no address)".into());
         Ok(Output::text(format!("Instance {id} is running\ninstance running at {ip}")))
+    }
+
+    /// What an instance type costs, said before launching one.
+    fn price_line(&self, instance_type: &str) -> String {
+        match (pricing::PriceTable::from_env(), self.options().backend) {
+            (Err(e), _) => format!("{instance_type}: no price ({e})"),
+            (Ok(t), kind) => match (t.hourly(instance_type), kind) {
+                (Some(h), BackendKind::Local) => {
+                    format!("{instance_type} would cost {}/hour on AWS; free here", pricing::dollars(h))
+                }
+                (Some(h), BackendKind::Aws) => format!(
+                    "{instance_type} costs {}/hour on demand (list price of {}; `status` shows the running cost)",
+                    pricing::dollars(h),
+                    pricing::PRICES_DATE
+                ),
+                (None, _) => format!("{instance_type}: no price known (DEVAMI_PRICES can add one)"),
+            },
+        }
     }
 
     /// Resolves an alias or checks an image id; with `from_blueprint`, waits for it to be available.
@@ -332,6 +357,7 @@ impl DevAmi {
                 timeout_minutes: inst.tags.get("Timeout").and_then(|t| t.parse().ok()),
                 last_state: Some(inst.state.to_string()),
                 last_seen: Some(now),
+                launch_time: None,
                 origin: "assigned".into(),
             });
         }
@@ -439,6 +465,12 @@ impl DevAmi {
         }
         let dry_run = a.bool("dry_run").unwrap_or(false);
         let inst = self.describe(&id)?;
+        if inst.state != InstanceState::Running {
+            return Err(Error::Refused(format!(
+                "instance {id} is {}: only a running instance's lifetime can be extended; `start_devinstance --timeout MINUTES` starts it with a new one",
+                inst.state
+            )));
+        }
         let old = timeout_minutes(&inst)?;
         let new = old + extra;
         let cloud = self.cloud()?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{
     Backend, BackendError, BackendKind, Identity, Image, ImageRequest, ImageState, Instance, InstanceState,
-    JobReport, JobSpec, LaunchSpec, ObjectInfo, ResolvedImage,
+    JobReport, JobSpec, LaunchSpec, ObjectInfo, ResolvedImage, carries_tags,
 };
 use crate::clock;
 use crate::error::{Error, Result};
@@ -261,6 +261,27 @@ impl LocalBackend {
         Ok(meta)
     }
 
+    /// The documents in `folder` (`instances`, `images`) that `keep` accepts, read in one pass
+    /// under the home's lock; a folder without a readable document is skipped.
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        folder: &str,
+        document: &str,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, BackendError> {
+        let _lock = self.home.lock().map_err(svc)?;
+        let root = self.home.root().join(folder);
+        let mut found = Vec::new();
+        for id in self.home.list(folder).map_err(svc)? {
+            if let Ok(meta) = read_json::<T>(&root.join(&id).join(document))
+                && keep(&meta)
+            {
+                found.push(meta);
+            }
+        }
+        Ok(found)
+    }
+
     fn to_instance(&self, m: InstanceMeta) -> Instance {
         let running = m.state == "running";
         Instance {
@@ -275,6 +296,22 @@ impl LocalBackend {
             tags: m.tags,
             status_checks: running.then(|| ("ok".to_string(), "ok".to_string())),
         }
+    }
+}
+
+fn to_image(m: ImageMeta) -> Image {
+    Image {
+        id: m.id,
+        name: m.name,
+        state: ImageState::parse(&m.state),
+        state_reason: m.state_reason,
+        created: Some(m.created),
+        source_instance: m.source_instance,
+        size_bytes: Some(m.size_bytes),
+        progress: None,
+        root_device_name: Some("/dev/sda1".into()),
+        snapshot_ids: Vec::new(),
+        tags: m.tags,
     }
 }
 
@@ -349,20 +386,7 @@ impl Backend for LocalBackend {
     }
 
     async fn describe_image(&self, image_id: &str) -> Result<Image, BackendError> {
-        let m = self.image(image_id)?;
-        Ok(Image {
-            id: m.id,
-            name: m.name,
-            state: ImageState::parse(&m.state),
-            state_reason: m.state_reason,
-            created: Some(m.created),
-            source_instance: m.source_instance,
-            size_bytes: Some(m.size_bytes),
-            progress: None,
-            root_device_name: Some("/dev/sda1".into()),
-            snapshot_ids: Vec::new(),
-            tags: m.tags,
-        })
+        Ok(to_image(self.image(image_id)?))
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Instance, BackendError> {
@@ -478,6 +502,30 @@ impl Backend for LocalBackend {
         layers::destroy_instance_fs(&self.home, instance_id).map_err(svc)?;
         update_instance(&self.home, instance_id, |m| m.state = "terminated".into()).map_err(svc)?;
         Ok(())
+    }
+
+    async fn find_instances(&self, tags: &[(String, String)]) -> Result<Vec<Instance>, BackendError> {
+        let metas = self.scan("instances", "instance.json", |m: &InstanceMeta| {
+            m.state != "terminated" && carries_tags(&m.tags, tags)
+        })?;
+        // Described again one by one without the lock, so that the account guard applies as on
+        // any describe (it may stop an instance past its lifetime, which signals processes).
+        let mut found = Vec::new();
+        for meta in metas {
+            match self.instance(&meta.id) {
+                Ok(m) if m.state != "terminated" => found.push(self.to_instance(m)),
+                Ok(_) | Err(BackendError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn find_images(&self, tags: &[(String, String)]) -> Result<Vec<Image>, BackendError> {
+        let metas = self.scan("images", "image.json", |m: &ImageMeta| {
+            m.state != "deregistered" && carries_tags(&m.tags, tags)
+        })?;
+        Ok(metas.into_iter().map(to_image).collect())
     }
 
     async fn set_tags(

@@ -1573,6 +1573,7 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
     let mut slots: Vec<Option<Value>> = vec![None; spec.args.len()];
     let mut only_positional = false;
     let mut first_arg = true;
+    let mut list_slot: Option<usize> = None;
     loop {
         // A rest-of-line argument takes the remainder verbatim.
         let next_free = slots.iter().position(Option::is_none);
@@ -1613,6 +1614,11 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
                 shown(text),
                 flag_list(spec)
             )));
+        } else if let Some(j) = list_slot
+            && let Some(Value::List(items)) = &mut slots[j]
+        {
+            // A list argument takes every further positional word; see `rebalance_list`.
+            items.push(Value::Str(text.to_string()));
         } else {
             let Some(i) = slots.iter().position(Option::is_none) else {
                 return Err(Error::usage(format!(
@@ -1627,7 +1633,13 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
                 )));
             };
             slots[i] = Some(shell_value(&spec.args[i], &context, &format!("`{}`", spec.args[i].name), text)?);
+            if spec.args[i].kind == ArgKind::StrList {
+                list_slot = Some(i);
+            }
         }
+    }
+    if let Some(j) = list_slot {
+        rebalance_list(spec, &context, j, &mut slots)?;
     }
     let mut args = Args::default();
     let all: &'static [ArgSpec] = spec.args;
@@ -1646,6 +1658,26 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
         }
     }
     Ok(Line::Command(Invocation { spec, args, object: None, spelling: Spelling::Shell }))
+}
+
+/// Gives the last words a list argument took positionally to the required arguments after it
+/// that are still missing: `new_submit a.txt b.txt config.json` is two datasets and a config.
+fn rebalance_list(
+    spec: &CommandSpec,
+    context: &str,
+    j: usize,
+    slots: &mut [Option<Value>],
+) -> Result<(), Error> {
+    let missing: Vec<usize> =
+        (j + 1..spec.args.len()).filter(|&k| spec.args[k].required && slots[k].is_none()).collect();
+    let Some(Value::List(items)) = &mut slots[j] else { return Ok(()) };
+    let take = missing.len().min(items.len().saturating_sub(1));
+    let moved: Vec<Value> = items.split_off(items.len() - take);
+    for (k, v) in missing.into_iter().zip(moved) {
+        let Value::Str(text) = v else { continue };
+        slots[k] = Some(shell_value(&spec.args[k], context, &format!("`{}`", spec.args[k].name), &text)?);
+    }
+    Ok(())
 }
 
 /// After a `;`: only a comment may follow.
@@ -2218,6 +2250,23 @@ mod tests {
             ("terminate_devinstance", "shell terminate_devinstance()"),
             ("stop_devinstance", "shell stop_devinstance()"),
         ]);
+    }
+
+    #[test]
+    fn a_list_argument_takes_the_positional_words_the_rest_need_not() {
+        check_all(&[
+            ("new_submit a b c", "shell new_submit(dataset=['a', 'b'], config='c')"),
+            ("new_submit a c", "shell new_submit(dataset=['a'], config='c')"),
+            ("new_submit a b --config c", "shell new_submit(dataset=['a', 'b'], config='c')"),
+            ("new_submit --config c a b", "shell new_submit(dataset=['a', 'b'], config='c')"),
+            (
+                "devami.new_submit([\"a\", \"b\"], \"c\")",
+                "call devami.new_submit(dataset=['a', 'b'], config='c')",
+            ),
+            ("job_output -1 --follow --tail 5", "shell job_output(jobind=-1, follow=True, tail=5)"),
+            ("submit_job s.json --parallel 3", "shell submit_job(submitpath='s.json', parallel=3)"),
+        ]);
+        check_err("new_submit a", &["missing `config`"]);
     }
 
     #[test]

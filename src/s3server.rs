@@ -349,6 +349,8 @@ pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
+                    // Small answers must not wait for Nagle's algorithm (about 40 ms each).
+                    let _ = socket.set_nodelay(true);
                     activity.open.fetch_add(1, Ordering::SeqCst);
                     activity.touch();
                     let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();

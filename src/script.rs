@@ -99,9 +99,7 @@ pub fn run(session: &mut DevAmi, steps: &[Step], opts: RunOptions) -> i32 {
             break;
         }
     }
-    if let Some(w) = session.exit_warning() {
-        session.console.warn(&w);
-    }
+    session.finish();
     status
 }
 

@@ -22,6 +22,7 @@ use crate::interrupt;
 use crate::lint;
 use crate::output::Output;
 use crate::parse::{self, Invocation, Line};
+use crate::pricing;
 use crate::scaffold;
 use crate::state::{State, StateStore};
 
@@ -39,6 +40,32 @@ pub struct Options {
     pub interactive: bool,
     /// How to reach AWS (`--backend aws`).
     pub aws: crate::aws::AwsOptions,
+    /// What to do with a running instance when the session ends.
+    pub on_exit: OnExit,
+}
+
+/// What happens to a running instance when the session ends (`--on-exit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExit {
+    /// Ask at a terminal; in scripts leave it running and say so.
+    #[default]
+    Ask,
+    Leave,
+    Stop,
+    Terminate,
+}
+
+impl std::str::FromStr for OnExit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "ask" => Ok(OnExit::Ask),
+            "leave" => Ok(OnExit::Leave),
+            "stop" => Ok(OnExit::Stop),
+            "terminate" => Ok(OnExit::Terminate),
+            other => Err(format!("unknown action `{other}`: expected ask, leave, stop or terminate")),
+        }
+    }
 }
 
 /// What the front end should do after a command.
@@ -77,7 +104,40 @@ pub struct DevAmi {
     cloud: Option<Cloud>,
     /// Where every message goes.
     pub console: Console,
+    /// Lifetime warnings already given: (instance, lifetime in minutes, threshold).
+    warned: Vec<(String, u32, i64)>,
 }
+
+/// The lifetime left of an instance, for tables: `42m 10s`, `over`, or `-` when not running.
+fn lifetime_text(rec: &crate::state::InstanceRecord, now: i64) -> String {
+    match (rec.last_state.as_deref(), rec.lifetime_left(now)) {
+        (Some("running" | "pending"), Some(s)) if s > 0 => clock::human_duration(s),
+        (Some("running" | "pending"), Some(_)) => "over".into(),
+        _ => "-".into(),
+    }
+}
+
+/// What the current instance has cost since it was last launched or started.
+fn running_cost_text(
+    rec: &crate::state::InstanceRecord,
+    hourly: Option<f64>,
+    now: i64,
+    note: &str,
+) -> String {
+    match (rec.last_state.as_deref(), hourly, rec.launch_time) {
+        (Some("running" | "pending"), Some(h), Some(t)) => format!(
+            "{} since {} UTC{note}",
+            pricing::dollars(pricing::running_cost(h, now - t)),
+            clock::format(t)
+        ),
+        (Some("running" | "pending"), None, _) => "unknown (no price for its type)".into(),
+        (Some("stopped" | "stopping"), _, _) => "no compute while stopped; its volume is still billed".into(),
+        _ => "-".into(),
+    }
+}
+
+/// Minutes of lifetime left at which the session warns.
+const LIFETIME_WARNINGS: [i64; 2] = [15, 5];
 
 /// A backend with the async runtime that drives it.
 pub(crate) struct Cloud {
@@ -134,6 +194,7 @@ impl DevAmi {
             opts,
             cloud: None,
             console: Console::default(),
+            warned: Vec::new(),
         }
     }
 
@@ -167,6 +228,10 @@ impl DevAmi {
         self.store = Some(store);
         self.persisted = state.clone();
         self.state = state;
+        if self.cloud.is_some() {
+            // The cloud is already in use: check the resumed instance now, not at startup.
+            self.warn_if_current_vanished();
+        }
         Ok(())
     }
 
@@ -194,9 +259,108 @@ impl DevAmi {
         match self.state.current() {
             Some(rec) => {
                 let st = rec.last_state.as_deref().unwrap_or("unknown");
-                format!("devami [{name} {} {st}]> ", rec.id)
+                let left = match rec.lifetime_left(clock::now()) {
+                    Some(s) if st == "running" && s > 0 => format!(" {} left", clock::human_duration(s)),
+                    Some(_) if st == "running" => " lifetime over".to_string(),
+                    _ => String::new(),
+                };
+                format!("devami [{name} {} {st}{left}]> ", rec.id)
             }
             None => format!("devami [{name}]> "),
+        }
+    }
+
+    /// The warning due when the running instance's lifetime drops to 15 and then 5 minutes or
+    /// less (each once per instance and lifetime; extending the lifetime re-arms them).
+    pub fn lifetime_warning(&mut self) -> Option<String> {
+        let rec = self.state.current()?;
+        if rec.last_state.as_deref() != Some("running") {
+            return None;
+        }
+        let left = rec.lifetime_left(clock::now())?;
+        let threshold = LIFETIME_WARNINGS.iter().copied().filter(|t| left <= t * 60).min()?;
+        let key = (rec.id.clone(), rec.timeout_minutes.unwrap_or(0), threshold);
+        if self.warned.contains(&key) {
+            return None;
+        }
+        self.warned.push(key);
+        let id = rec.id.clone();
+        Some(if left > 0 {
+            format!(
+                "instance {id} will be stopped in {} (its lifetime); `extend_lifetime MINUTES` keeps it running, `create_devami NAME` saves the work",
+                clock::human_duration(left)
+            )
+        } else {
+            format!(
+                "instance {id} is past its lifetime and may be stopped at any time; `extend_lifetime MINUTES` keeps it"
+            )
+        })
+    }
+
+    /// Ends the session: a running instance is stopped, terminated or left running, as
+    /// `--on-exit` says or (at a terminal) as the user answers, after showing what it costs.
+    pub fn finish(&mut self) {
+        let Some(rec) = self.state.current() else { return };
+        if !matches!(rec.last_state.as_deref(), Some("pending" | "running" | "stopping")) {
+            return;
+        }
+        let id = rec.id.clone();
+        let hourly = rec.instance_type.as_deref().and_then(|t| self.prices().hourly(t));
+        let cost = match (hourly, rec.launch_time) {
+            (Some(h), Some(t)) => format!(
+                "{} at {}/hour, {} so far{}",
+                rec.instance_type.as_deref().unwrap_or("-"),
+                pricing::dollars(h),
+                pricing::dollars(pricing::running_cost(h, clock::now() - t)),
+                self.price_note()
+            ),
+            _ => rec.instance_type.clone().unwrap_or_else(|| "price unknown".into()),
+        };
+        let action = match self.opts.on_exit {
+            OnExit::Ask if self.opts.interactive => self.ask_on_exit(&id, &cost),
+            OnExit::Ask => OnExit::Leave,
+            other => other,
+        };
+        let command = match action {
+            OnExit::Stop => "stop_devinstance",
+            OnExit::Terminate => "terminate_devinstance",
+            OnExit::Ask | OnExit::Leave => {
+                if let Some(w) = self.exit_warning() {
+                    self.console.warn(&format!("{w} ({cost})"));
+                }
+                return;
+            }
+        };
+        self.console.print(&format!("devami> {command}"));
+        match self.execute_line(command) {
+            Ok(outcome) => self.console.print(&outcome.output.render()),
+            Err(e) => {
+                self.console.error(&e);
+                if let Some(w) = self.exit_warning() {
+                    self.console.warn(&w);
+                }
+            }
+        }
+    }
+
+    /// Asks what to do with a running instance on leaving; Enter leaves it running.
+    fn ask_on_exit(&mut self, id: &str, cost: &str) -> OnExit {
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "instance {id} is still running ({cost}).\n[s]top it, [t]erminate it or [l]eave it running? [l] "
+        );
+        let _ = err.flush();
+        drop(err);
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return OnExit::Leave;
+        }
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "s" | "stop" => OnExit::Stop,
+            "t" | "terminate" => OnExit::Terminate,
+            _ => OnExit::Leave,
         }
     }
 
@@ -235,6 +399,9 @@ impl DevAmi {
                 let outcome = self.execute(&inv);
                 // Persist whatever changed, even when the command failed half-way.
                 self.persist()?;
+                if let Some(w) = self.lifetime_warning() {
+                    self.console.warn(&w);
+                }
                 outcome
             }
         }
@@ -270,7 +437,7 @@ impl DevAmi {
             "exit" => return Ok(Outcome { output: Output::Empty, flow: Flow::Exit }),
             "status" => self.status()?,
             "history" => self.history()?,
-            "jobs" => self.jobs()?,
+            "jobs" => self.cmd_jobs()?,
             "blueprint" => {
                 let bp = self.require_blueprint()?;
                 let rows = bp.summary().into_iter().map(|(k, v)| vec![k, v]).collect();
@@ -315,6 +482,7 @@ impl DevAmi {
                 Output::Empty
             }
             "forget" => self.forget()?,
+            "sweep" => self.cmd_sweep(a)?,
             "launch_devinstance" => self.cmd_launch(a)?,
             "assign_instance" => self.cmd_assign(a)?,
             "start_devinstance" => self.cmd_start(a)?,
@@ -331,6 +499,9 @@ impl DevAmi {
             "submit_job" => self.cmd_submit(a)?,
             "job_status" => self.cmd_job_status(a)?,
             "job_output" => self.cmd_job_output(a)?,
+            "cancel_job" => self.cmd_cancel_job(a)?,
+            "results" => self.cmd_results(a)?,
+            "new_submit" => self.cmd_new_submit(a)?,
             "exec" => self.cmd_exec(a)?,
             "ssh" => self.cmd_ssh()?,
             "upload" => self.cmd_upload(a)?,
@@ -341,8 +512,18 @@ impl DevAmi {
         Ok(out.into())
     }
 
-    /// The backend, created on first use.
+    /// The backend, created on first use; that first use also warns at once when the current
+    /// instance vanished behind the session's back (commands without the cloud stay instant).
     pub(crate) fn cloud(&mut self) -> Result<&Cloud> {
+        if self.cloud.is_none() {
+            self.connect()?;
+            self.warn_if_current_vanished();
+        }
+        self.connect()
+    }
+
+    /// The backend, created if missing.
+    fn connect(&mut self) -> Result<&Cloud> {
         if self.cloud.is_none() {
             let backend: Box<dyn Backend> = match self.opts.backend {
                 BackendKind::Local => Box::new(crate::local::LocalBackend::from_env()?),
@@ -464,6 +645,8 @@ impl DevAmi {
     fn status(&self) -> Result<Output> {
         let bp = self.require_blueprint()?;
         let st = &self.state;
+        let now = clock::now();
+        let prices = self.prices();
         let mut rows: Vec<Vec<String>> = vec![
             vec!["blueprint".into(), bp.dir().display().to_string()],
             vec!["pipeline".into(), bp.pipeline_name().unwrap_or("(missing)").to_string()],
@@ -481,6 +664,17 @@ impl DevAmi {
                     },
                 ]);
                 rows.push(vec!["address".into(), st.ip.clone().unwrap_or_else(|| "-".into())]);
+                rows.push(vec!["lifetime left".into(), lifetime_text(rec, now)]);
+                let ty = rec.instance_type.clone().unwrap_or_else(|| "-".into());
+                let hourly = rec.instance_type.as_deref().and_then(|t| prices.hourly(t));
+                rows.push(vec![
+                    "type and price".into(),
+                    match hourly {
+                        Some(h) => format!("{ty}, {}/hour{}", pricing::dollars(h), self.price_note()),
+                        None => format!("{ty}, price unknown (add it with DEVAMI_PRICES)"),
+                    },
+                ]);
+                rows.push(vec!["cost so far".into(), running_cost_text(rec, hourly, now, self.price_note())]);
                 rows.push(vec![
                     "saved as image".into(),
                     if st.instance_saved { "yes".into() } else { "no".into() },
@@ -488,15 +682,47 @@ impl DevAmi {
             }
             None => rows.push(vec!["instance".into(), "none".into()]),
         }
+        let snapshot_bytes: u64 = st
+            .images
+            .iter()
+            .filter(|r| !matches!(r.last_state.as_deref(), Some("deregistered" | "failed")))
+            .filter_map(|r| r.size_bytes)
+            .sum();
         rows.push(vec!["instances known".into(), st.instances.len().to_string()]);
-        rows.push(vec!["images created".into(), st.images.len().to_string()]);
+        rows.push(vec![
+            "images created".into(),
+            match st.images.len() {
+                0 => "0".into(),
+                n => format!(
+                    "{n} (snapshots {}/month{})",
+                    pricing::dollars(pricing::snapshot_month(snapshot_bytes)),
+                    self.price_note()
+                ),
+            },
+        ]);
         rows.push(vec!["jobs submitted".into(), st.jobs.len().to_string()]);
         Ok(Output::table(&["session", "value"], rows))
+    }
+
+    /// The price table in effect (`DEVAMI_PRICES` overrides; a bad file falls back to the
+    /// built-in table, which `launch` reports).
+    pub(crate) fn prices(&self) -> pricing::PriceTable {
+        pricing::PriceTable::from_env().unwrap_or_else(|_| pricing::PriceTable::builtin())
+    }
+
+    /// What a cost figure means on this backend.
+    pub(crate) fn price_note(&self) -> &'static str {
+        match self.opts.backend {
+            BackendKind::Local => " on AWS; free here",
+            BackendKind::Aws => "",
+        }
     }
 
     fn history(&self) -> Result<Output> {
         self.require_blueprint()?;
         let st = &self.state;
+        let now = clock::now();
+        let prices = self.prices();
         let mut parts = Vec::new();
         if st.instances.is_empty() {
             parts.push(Output::text("no instances yet"));
@@ -505,17 +731,23 @@ impl DevAmi {
                 .instances
                 .iter()
                 .map(|r| {
+                    let hourly = r.instance_type.as_deref().and_then(|t| prices.hourly(t));
                     vec![
                         format!("{}{}", r.id, if st.instance.as_deref() == Some(&r.id) { " *" } else { "" }),
                         r.last_state.clone().unwrap_or_else(|| "-".into()),
                         r.instance_type.clone().unwrap_or_else(|| "-".into()),
                         r.source.clone().or_else(|| r.image_id.clone()).unwrap_or_else(|| "-".into()),
                         clock::format(r.recorded),
+                        lifetime_text(r, now),
+                        hourly.map(|h| format!("{}/h", pricing::dollars(h))).unwrap_or_else(|| "-".into()),
                         r.origin.clone(),
                     ]
                 })
                 .collect();
-            parts.push(Output::table(&["instance", "state", "type", "image", "recorded (UTC)", "how"], rows));
+            parts.push(Output::table(
+                &["instance", "state", "type", "image", "launched (UTC)", "lifetime left", "price", "how"],
+                rows,
+            ));
         }
         if st.images.is_empty() {
             parts.push(Output::text("no images yet"));
@@ -529,46 +761,27 @@ impl DevAmi {
                         r.last_state.clone().unwrap_or_else(|| "-".into()),
                         r.name.clone(),
                         r.size_bytes.map(crate::image_cmds::human_bytes).unwrap_or_else(|| "-".into()),
+                        r.size_bytes
+                            .map(|b| format!("{}/month", pricing::dollars(pricing::snapshot_month(b))))
+                            .unwrap_or_else(|| "-".into()),
                         clock::format(r.created),
                         r.instance_id.clone(),
                     ]
                 })
                 .collect();
             parts.push(Output::table(
-                &["image", "state", "name", "size", "created (UTC)", "from instance"],
+                &["image", "state", "name", "size", "storage", "created (UTC)", "from instance"],
                 rows,
             ));
         }
-        Ok(Output::Many(parts))
-    }
-
-    fn jobs(&self) -> Result<Output> {
-        self.require_blueprint()?;
-        let st = &self.state;
-        if st.jobs.is_empty() {
-            return Ok(Output::text("no jobs yet"));
+        if self.opts.backend == BackendKind::Local && !st.instances.is_empty() {
+            parts.push(Output::text(format!(
+                "prices are what the same resources cost on AWS ({}, {}); the local backend is free",
+                pricing::PRICES_SOURCE,
+                pricing::PRICES_DATE
+            )));
         }
-        let n = st.jobs.len() as i64;
-        let rows = st
-            .jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| {
-                vec![
-                    format!("{} ({})", i, i as i64 - n),
-                    j.command_id.clone(),
-                    j.dataset.clone().unwrap_or_else(|| "-".into()),
-                    j.instance_id.clone(),
-                    clock::format(j.submitted),
-                    j.last_status.clone().unwrap_or_else(|| "-".into()),
-                    j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        Ok(Output::table(
-            &["index", "command id", "dataset", "instance", "submitted (UTC)", "status", "exit"],
-            rows,
-        ))
+        Ok(Output::Many(parts))
     }
 }
 

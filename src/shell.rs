@@ -148,9 +148,7 @@ pub fn run(session: &mut DevAmi) -> i32 {
             Err(e) => session.console.error(&e),
         }
     }
-    if let Some(w) = session.exit_warning() {
-        session.console.warn(&w);
-    }
+    session.finish();
     0
 }
 

@@ -50,6 +50,14 @@ pub struct State {
     pub ip: Option<String>,
 }
 
+impl InstanceRecord {
+    /// Seconds of lifetime left at `now` (negative once past), when the launch time and the
+    /// lifetime are known.
+    pub fn lifetime_left(&self, now: i64) -> Option<i64> {
+        Some(self.launch_time? + i64::from(self.timeout_minutes?) * 60 - now)
+    }
+}
+
 impl State {
     /// A fresh state for a backend.
     pub fn new(backend: &str) -> State {
@@ -99,6 +107,9 @@ pub struct InstanceRecord {
     pub last_state: Option<String>,
     #[serde(default)]
     pub last_seen: Option<i64>,
+    /// When the cloud last launched or started it (epoch seconds): its lifetime counts from here.
+    #[serde(default)]
+    pub launch_time: Option<i64>,
     /// How the session came to know it: `launched` or `assigned`.
     pub origin: String,
 }
@@ -133,6 +144,14 @@ pub struct JobRecord {
     pub last_status: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// When the command started and ended on the instance, epoch seconds, as last read.
+    #[serde(default)]
+    pub started: Option<i64>,
+    #[serde(default)]
+    pub ended: Option<i64>,
+    /// The analysis-level status (the dataset's status object) when the command ended.
+    #[serde(default)]
+    pub analysis: Option<String>,
 }
 
 /// The `.devami/` folder of one blueprint, locked for this process while it is open.
@@ -270,6 +289,7 @@ mod tests {
             timeout_minutes: Some(60),
             last_state: Some("running".into()),
             last_seen: Some(6),
+            launch_time: None,
             origin: "launched".into(),
         });
         store.save(&st).unwrap();

@@ -207,6 +207,64 @@ pub fn status_body(data_key: &str, instance_id: &str, command_id: &str) -> Strin
     .to_string()
 }
 
+/// The datasets a submit file's `dataname` entry names, given the keys of the bucket that start
+/// with it: the key itself when it exists, else every object under it (a folder like
+/// `grp/inputs/batch/` or any other prefix), sorted. Empty when nothing matches.
+pub fn resolve_dataset(dataname: &str, keys: &[&str]) -> Vec<String> {
+    if !dataname.ends_with('/') && keys.contains(&dataname) {
+        return vec![dataname.to_string()];
+    }
+    let mut found: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with(dataname) && !k.ends_with('/') && !k.starts_with("debug_direct/"))
+        .map(|k| k.to_string())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// A `dataname` or `configname` written as `s3://BUCKET/KEY`: the key, when the bucket is the
+/// analysis bucket (development jobs read only from it).
+pub fn key_in_bucket(name: &str, bucket: &str) -> Result<String> {
+    match name.strip_prefix("s3://") {
+        None => Ok(name.trim_start_matches('/').to_string()),
+        Some(rest) => match rest.split_once('/') {
+            Some((b, key)) if b == bucket && !key.is_empty() => Ok(key.to_string()),
+            _ => Err(Error::Refused(format!(
+                "`{name}` is outside the analysis bucket `{bucket}`; development jobs read their data and config from it (give the key, like `GROUP/inputs/FILE`)"
+            ))),
+        },
+    }
+}
+
+/// Whether the analysis-level status (the status object's `status`) contradicts the command's:
+/// true when they disagree (e.g. the command succeeded but the analysis reported FAILED).
+pub fn analysis_disagrees(command_state: crate::backend::JobState, analysis: &str) -> bool {
+    use crate::backend::JobState as J;
+    let a = analysis.to_ascii_uppercase();
+    match command_state {
+        // INITIALIZING is what devami wrote: an analysis that never updates its status object.
+        J::Success => !matches!(a.as_str(), "SUCCESS" | "INITIALIZING"),
+        J::Failed | J::TimedOut | J::Cancelled => a != "FAILED",
+        J::Pending | J::Delayed => !matches!(a.as_str(), "INITIALIZING" | "IN PROGRESS"),
+        J::InProgress | J::Cancelling => !matches!(a.as_str(), "INITIALIZING" | "IN PROGRESS"),
+    }
+}
+
+/// A submit file's text for these keys, as `neurocaas_cli` writes it (a list only for several
+/// datasets).
+pub fn submit_text(datanames: &[String], configname: &str, timestamp: &str) -> String {
+    let dataname = match datanames {
+        [one] => Value::String(one.clone()),
+        many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+    };
+    let doc = serde_json::json!({ "dataname": dataname, "configname": configname, "timestamp": timestamp });
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +301,43 @@ mod tests {
         assert!(fill_command("{name}", &["a"]).unwrap_err().to_string().contains("KeyError"));
         assert_eq!(fill_command("{{}} {0} {0}", &["a"]).unwrap(), "{} 'a' 'a'");
         assert!(fill_command("x }", &[]).is_err());
+    }
+
+    #[test]
+    fn datasets_resolve_to_a_key_or_the_objects_under_a_prefix() {
+        let keys =
+            ["g/inputs/a.txt", "g/inputs/a.txt.bak", "g/inputs/set/1", "g/inputs/set/2", "g/inputs/set/"];
+        assert_eq!(resolve_dataset("g/inputs/a.txt", &keys), vec!["g/inputs/a.txt"]);
+        assert_eq!(resolve_dataset("g/inputs/set/", &keys), vec!["g/inputs/set/1", "g/inputs/set/2"]);
+        assert_eq!(resolve_dataset("g/inputs/set", &keys), vec!["g/inputs/set/1", "g/inputs/set/2"]);
+        assert!(resolve_dataset("g/inputs/zzz", &keys).is_empty());
+        assert_eq!(key_in_bucket("s3://b/g/inputs/a", "b").unwrap(), "g/inputs/a");
+        assert!(key_in_bucket("s3://other/g/inputs/a", "b").is_err());
+        assert_eq!(key_in_bucket("/g/x", "b").unwrap(), "g/x");
+    }
+
+    #[test]
+    fn analysis_status_disagreement() {
+        use crate::backend::JobState as J;
+        assert!(!analysis_disagrees(J::Success, "SUCCESS"));
+        assert!(analysis_disagrees(J::Success, "FAILED"));
+        assert!(!analysis_disagrees(J::Success, "INITIALIZING"));
+        assert!(analysis_disagrees(J::Failed, "IN PROGRESS"));
+        assert!(!analysis_disagrees(J::InProgress, "INITIALIZING"));
+        assert!(!analysis_disagrees(J::TimedOut, "failed"));
+    }
+
+    #[test]
+    fn submit_text_round_trips() {
+        let one = submit_text(&["g/inputs/a".into()], "g/configs/c.json", "t1");
+        let s = parse_submit(Path::new("x.json"), &one).unwrap();
+        assert_eq!(
+            (s.datanames, s.configname, s.timestamp),
+            (vec!["g/inputs/a".to_string()], "g/configs/c.json".to_string(), "t1".to_string())
+        );
+        let two = submit_text(&["a".into(), "b".into()], "c", "t");
+        assert!(two.contains("[\n"), "{two}");
+        assert_eq!(parse_submit(Path::new("x.json"), &two).unwrap().datanames.len(), 2);
     }
 
     #[test]

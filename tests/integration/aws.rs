@@ -17,17 +17,17 @@ use crate::moto::{ACCESS_KEY, Moto, Proxy, REGION, SECRET_KEY, Seed, Seeded, cle
 use crate::support::{Scratch, all, text};
 
 /// A scratch folder with a blueprint named like its bucket, and a seeded moto behind it.
-struct Aws {
-    s: Scratch,
-    moto: Moto,
-    seed: Seeded,
-    name: String,
+pub(crate) struct Aws {
+    pub(crate) s: Scratch,
+    pub(crate) moto: Moto,
+    pub(crate) seed: Seeded,
+    pub(crate) name: String,
 }
 
 impl Aws {
     /// moto, seeded for a blueprint `name` (also the bucket) that `devami init` made and that
     /// names the seeded image, key pair, security group and instance profile.
-    fn new(name: &str) -> Aws {
+    pub(crate) fn new(name: &str) -> Aws {
         let moto = Moto::start();
         let seed = moto.seed(&Seed::for_bucket(name));
         let s = Scratch::new();
@@ -51,7 +51,7 @@ impl Aws {
 
     /// devami on this blueprint with `--backend aws`, `extra` global options and `commands`, in an
     /// environment that reaches moto (or `endpoint`) and nothing else.
-    fn cmd_with(&self, extra: &[&str], commands: &str) -> Command {
+    pub(crate) fn cmd_with(&self, extra: &[&str], commands: &str) -> Command {
         let mut args = vec!["--backend", "aws"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[&self.name, "-c", commands]);
@@ -61,52 +61,52 @@ impl Aws {
         c
     }
 
-    fn run_with(&self, extra: &[&str], commands: &str) -> Output {
+    pub(crate) fn run_with(&self, extra: &[&str], commands: &str) -> Output {
         self.cmd_with(extra, commands).output().expect("run devami")
     }
 
-    fn run(&self, commands: &str) -> Output {
+    pub(crate) fn run(&self, commands: &str) -> Output {
         self.run_with(&[], commands)
     }
 
     /// Runs `commands`, asserts success and returns stdout and stderr together.
-    fn ok_with(&self, extra: &[&str], commands: &str) -> String {
+    pub(crate) fn ok_with(&self, extra: &[&str], commands: &str) -> String {
         let out = self.run_with(extra, commands);
         assert!(out.status.success(), "`{commands}` failed ({}):\n{}", out.status, self.explain(&out));
         no_panic(&out);
         all(&out)
     }
 
-    fn ok(&self, commands: &str) -> String {
+    pub(crate) fn ok(&self, commands: &str) -> String {
         self.ok_with(&[], commands)
     }
 
     /// Runs `commands`, asserts the exit status 1 of a refused command and one `error:` line.
-    fn fails(&self, commands: &str) -> Output {
+    pub(crate) fn fails(&self, commands: &str) -> Output {
         let out = self.run(commands);
         assert_failed_cleanly(&out, commands);
         out
     }
 
     /// devami's output and the end of moto's log, for assertion messages.
-    fn explain(&self, out: &Output) -> String {
+    pub(crate) fn explain(&self, out: &Output) -> String {
         let log = self.moto.log();
         let tail: Vec<&str> = log.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         format!("{}\n--- moto's log (end) ---\n{}", all(out), tail.join("\n"))
     }
 
-    fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.s.path().join(&self.name).join(".devami/state.json")
     }
 
     /// The session state, `Null` when there is none.
-    fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         read_state(&self.state_path())
     }
 
     /// The current instance of the session.
-    fn instance_id(&self) -> String {
+    pub(crate) fn instance_id(&self) -> String {
         let st = self.state();
         st["instance"]
             .as_str()
@@ -115,13 +115,13 @@ impl Aws {
     }
 
     /// The blueprint as it is on disk.
-    fn blueprint(&self) -> Value {
+    pub(crate) fn blueprint(&self) -> Value {
         let path = self.s.path().join(&self.name).join("stack_config_template.json");
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     /// What EC2 says about an instance and its volumes (boto3, straight to moto).
-    fn describe(&self, id: &str) -> Value {
+    pub(crate) fn describe(&self, id: &str) -> Value {
         self.moto.py(&format!(
             r#"
 r = ec2.describe_instances(InstanceIds=[{id:?}])["Reservations"][0]["Instances"][0]
@@ -146,7 +146,7 @@ out = {{
     }
 
     /// Every instance moto knows, with its state.
-    fn all_instances(&self) -> Value {
+    pub(crate) fn all_instances(&self) -> Value {
         self.moto.py(r#"
 out = [{"id": i["InstanceId"], "state": i["State"]["Name"], "image": i["ImageId"]}
        for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
@@ -154,7 +154,7 @@ out = [{"id": i["InstanceId"], "state": i["State"]["Name"], "image": i["ImageId"
     }
 
     /// Starts devami in the background with its output going to files.
-    fn spawn_with(&self, extra: &[&str], commands: &str) -> Background {
+    pub(crate) fn spawn_with(&self, extra: &[&str], commands: &str) -> Background {
         let n = BACKGROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out_path = self.s.path().join(format!(".bg{n}.out"));
         let err_path = self.s.path().join(format!(".bg{n}.err"));
@@ -171,21 +171,21 @@ out = [{"id": i["InstanceId"], "state": i["State"]["Name"], "image": i["ImageId"
 static BACKGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A devami running in the background (killed on drop if still running).
-struct Background {
-    child: Child,
-    out_path: PathBuf,
-    err_path: PathBuf,
-    started: Instant,
-    commands: String,
+pub(crate) struct Background {
+    pub(crate) child: Child,
+    pub(crate) out_path: PathBuf,
+    pub(crate) err_path: PathBuf,
+    pub(crate) started: Instant,
+    pub(crate) commands: String,
 }
 
 impl Background {
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.child.try_wait().expect("poll devami").is_none()
     }
 
     /// Waits for the end, at most `limit`; returns the output and how long it ran.
-    fn finish(mut self, limit: Duration) -> (Output, Duration) {
+    pub(crate) fn finish(mut self, limit: Duration) -> (Output, Duration) {
         let status: ExitStatus = loop {
             if let Some(st) = self.child.try_wait().expect("poll devami") {
                 break st;
@@ -221,17 +221,17 @@ impl Drop for Background {
     }
 }
 
-fn read_state(path: &std::path::Path) -> Value {
+pub(crate) fn read_state(path: &std::path::Path) -> Value {
     std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
 }
 
-fn no_panic(out: &Output) {
+pub(crate) fn no_panic(out: &Output) {
     let t = all(out);
     assert!(!t.contains("panicked") && !t.contains("RUST_BACKTRACE"), "devami panicked:\n{t}");
 }
 
 /// Exit status 1, an `error:` line on stderr, no panic.
-fn assert_failed_cleanly(out: &Output, commands: &str) {
+pub(crate) fn assert_failed_cleanly(out: &Output, commands: &str) {
     no_panic(out);
     assert_eq!(out.status.code(), Some(1), "`{commands}` should fail with status 1:\n{}", all(out));
     assert!(
@@ -242,12 +242,12 @@ fn assert_failed_cleanly(out: &Output, commands: &str) {
 }
 
 /// The first `error:` line of stderr.
-fn error_line(out: &Output) -> String {
+pub(crate) fn error_line(out: &Output) -> String {
     text(&out.stderr).lines().find(|l| l.starts_with("error:")).unwrap_or_default().to_string()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, at most `limit`.
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -534,7 +534,8 @@ fn job_status_waits_and_a_stopped_instance_does_not_leave_a_job_in_progress() {
     );
     let proxy = Proxy::start(&aws.moto.url, json!({"hold_commands": 2.5}));
     let via = ["--endpoint-url", proxy.url.as_str()];
-    aws.ok_with(&via, "launch_devinstance; upload data.txt debuggers/inputs/data.txt");
+    aws.s.write("c.json", "{}\n");
+    aws.ok_with(&via, "launch_devinstance; upload data.txt debuggers/inputs/data.txt; upload c.json debuggers/configs/c.json");
 
     // `job_status --wait` polls until the command is done.
     aws.ok_with(&via, "submit_job submit.json");

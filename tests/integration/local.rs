@@ -192,3 +192,26 @@ fn bad_jobs_and_missing_data_are_clear_errors() {
     assert!(text(&out.stderr).contains("exited with status 1"), "{}", all(&out));
     ok(&s, "bad", "terminate --force");
 }
+
+#[test]
+fn leaving_with_a_running_instance_says_what_it_costs_or_does_what_on_exit_says() {
+    let s = Scratch::new();
+    s.init("exit-test");
+    // Scripts leave it running by default, and say so with its price.
+    let out = run(&s, "exit-test", "launch_devinstance ubuntu18");
+    assert!(out.status.success(), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("is still running") && err.contains("/hour"), "{err}");
+    // `--on-exit stop` stops it as the session ends.
+    let out = s.run(&["exit-test", "--on-exit", "stop", "-c", "get_instance_state"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("devami> stop_devinstance"), "{stdout}");
+    assert!(!text(&out.stderr).contains("is still running"), "{}", all(&out));
+    let state = ok(&s, "exit-test", "get_instance_state");
+    assert!(state.lines().any(|l| l.starts_with("stopped")), "{state}");
+    // A bad action is a usage error that changes nothing.
+    let out = s.run(&["exit-test", "--on-exit", "explode", "-c", "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(text(&out.stderr).contains("ask, leave, stop or terminate"), "{}", all(&out));
+}

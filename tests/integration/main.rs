@@ -5,10 +5,14 @@
 //! on one blueprint).
 
 mod aws;
+mod blueprint_git;
 mod cli;
 mod docs;
+mod jobs;
 mod local;
 mod lock;
 mod moto;
 mod pty;
 mod support;
+mod sweep;
+mod transfer;

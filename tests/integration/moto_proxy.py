@@ -17,6 +17,11 @@ waits are exercised for real:
   hold_commands (seconds): for that long after SendCommand, GetCommandInvocation, ListCommands
       and ListCommandInvocations report the command `InProgress` instead of `Success` (moto
       answers every command with Success at once).
+  CancelCommand (always; moto 5.2.5 does not implement it): answered `{}` by the proxy itself,
+      never forwarded. A command still shown `InProgress` (held, see hold_commands) when it is
+      cancelled is reported `Cancelled` from then on (StatusDetails `Cancelled`, ResponseCode -1)
+      by GetCommandInvocation, ListCommands and ListCommandInvocations; a command already shown
+      finished stays as it was, as on AWS. The call is logged with status "emulated".
   failures: a list of {"action": "DescribeInstances" | "*", "mode": "close" | "error",
       "status": 503, "code": "ServiceUnavailable", "message": "...", "count": N or null};
       a matching call gets that answer instead of moto's (`close` drops the connection without
@@ -49,6 +54,7 @@ LOG = []
 INSTANCES = {}
 IMAGES = {}  # image id -> creation time
 COMMANDS = {}  # SSM command id -> send time
+CANCELLED = {}  # SSM command id -> cancel time (CancelCommand, emulated)
 TARGET = None
 
 HELD = {
@@ -248,6 +254,20 @@ def rewrite(action, form, xml):
     return xml
 
 
+def cancel_command(body):
+    """CancelCommand, which moto lacks: cancels the given command if it is still shown InProgress."""
+    now = time.time()
+    try:
+        ident = json.loads(body or b"{}").get("CommandId")
+    except ValueError:
+        ident = None
+    with LOCK:
+        since = COMMANDS.get(ident)
+        if since is not None and now - since < RULES["hold_commands"]:
+            CANCELLED.setdefault(ident, now)
+    return "application/x-amz-json-1.1", "{}"
+
+
 def rewrite_json(action, data):
     now = time.time()
     if action == "SendCommand":
@@ -265,12 +285,22 @@ def rewrite_json(action, data):
             hold = RULES["hold_commands"]
         return since is not None and now - since < hold
 
+    def cancelled(ident):
+        with LOCK:
+            return ident in CANCELLED
+
     def walk(node):
         if isinstance(node, list):
             for x in node:
                 walk(x)
         elif isinstance(node, dict):
-            if held(node.get("CommandId")) and node.get("Status") == "Success":
+            if cancelled(node.get("CommandId")) and "Status" in node:
+                node["Status"] = "Cancelled"
+                if "StatusDetails" in node:
+                    node["StatusDetails"] = "Cancelled"
+                if "ResponseCode" in node:
+                    node["ResponseCode"] = -1
+            elif held(node.get("CommandId")) and node.get("Status") == "Success":
                 node["Status"] = "InProgress"
                 if "StatusDetails" in node:
                     node["StatusDetails"] = "InProgress"
@@ -341,6 +371,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.control(body)
         action, kind = action_of(self.command, self.path, self.headers, body)
         service = service_of(self.headers)
+        if action == "CancelCommand" and kind == "json":
+            with LOCK:
+                LOG.append({"t": time.time(), "service": service, "action": action, "status": "emulated"})
+            return self.reply(200, *cancel_command(body))
         failure = take_failure(action)
         if failure:
             with LOCK:
