@@ -277,12 +277,30 @@ impl DevAmi {
             last_state: Some(inst.state.to_string()),
             last_seen: Some(clock::now()),
             launch_time: None,
+            volume_gib: None,
             origin: "launched".into(),
         });
         st.instance = Some(id.clone());
         st.instance_saved = false;
         st.ip = None;
         self.persist()?;
+        // The root volume's size, for the standing cost of a stopped instance (best effort).
+        let gib = match volume_size {
+            Some(v) => Some(v),
+            None => {
+                let cloud = self.cloud()?;
+                let image_id = inst.image_id.clone();
+                cloud
+                    .call("describing the image", cloud.backend.describe_image(&image_id))
+                    .ok()
+                    .and_then(|img| img.size_bytes)
+                    .filter(|b| *b > 0)
+                    .map(|b| b.div_ceil(1 << 30) as u32)
+            }
+        };
+        if let Some(rec) = self.state_mut().current_mut() {
+            rec.volume_gib = gib;
+        }
         self.console.print("Instance starting up: please wait");
         let inst = self.wait_instance(&id, InstanceState::Running, LAUNCH_DEADLINE)?;
         let ip = inst.public_ip.or(inst.private_ip).unwrap_or_else(|| "(no address)".into());
@@ -358,6 +376,7 @@ impl DevAmi {
                 last_state: Some(inst.state.to_string()),
                 last_seen: Some(now),
                 launch_time: None,
+                volume_gib: None,
                 origin: "assigned".into(),
             });
         }

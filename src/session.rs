@@ -131,7 +131,17 @@ fn running_cost_text(
             clock::format(t)
         ),
         (Some("running" | "pending"), None, _) => "unknown (no price for its type)".into(),
-        (Some("stopped" | "stopping"), _, _) => "no compute while stopped; its volume is still billed".into(),
+        (Some("stopped" | "stopping"), _, _) => match rec.volume_gib {
+            Some(gib) => {
+                let month = pricing::volume_month(f64::from(gib));
+                format!(
+                    "no compute while stopped; its {gib} GiB volume costs {}/month ({}/hour){note}",
+                    pricing::dollars(month),
+                    pricing::dollars(pricing::per_hour(month))
+                )
+            }
+            None => "no compute while stopped; its volume is still billed".into(),
+        },
         _ => "-".into(),
     }
 }

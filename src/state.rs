@@ -110,6 +110,9 @@ pub struct InstanceRecord {
     /// When the cloud last launched or started it (epoch seconds): its lifetime counts from here.
     #[serde(default)]
     pub launch_time: Option<i64>,
+    /// Size of its root volume in GiB, when known (what a stopped instance is still billed for).
+    #[serde(default)]
+    pub volume_gib: Option<u32>,
     /// How the session came to know it: `launched` or `assigned`.
     pub origin: String,
 }
@@ -290,6 +293,7 @@ mod tests {
             last_state: Some("running".into()),
             last_seen: Some(6),
             launch_time: None,
+            volume_gib: None,
             origin: "launched".into(),
         });
         store.save(&st).unwrap();

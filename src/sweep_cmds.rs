@@ -28,6 +28,8 @@ pub const USER_TAG: &str = "devami:user";
 
 /// Instance states after which nothing is left to track.
 const FINISHED: [&str; 3] = ["terminated", "shutting-down", "gone"];
+/// A current instance seen this many seconds ago is not checked again when a session starts.
+const RECENTLY_SEEN: i64 = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -207,6 +209,10 @@ impl DevAmi {
     pub(crate) fn warn_if_current_vanished(&mut self) {
         let Some(rec) = self.state().current() else { return };
         if rec.last_state.as_deref().is_some_and(|s| FINISHED.contains(&s)) {
+            return;
+        }
+        // Seen moments ago (the previous command of a script): no call needed.
+        if rec.last_seen.is_some_and(|t| crate::clock::now() - t < RECENTLY_SEEN) {
             return;
         }
         let id = rec.id.clone();

@@ -65,6 +65,18 @@ fn home_doc(s: &Scratch, id: &str) -> Value {
     .unwrap()
 }
 
+/// Moves every `last_seen` of a state file an hour back: a session only checks a current
+/// instance it has not seen for a while.
+fn age_last_seen(path: &std::path::Path) {
+    let mut st = read_state(path);
+    for rec in st["instances"].as_array_mut().unwrap() {
+        if let Some(t) = rec["last_seen"].as_i64() {
+            rec["last_seen"] = (t - 3600).into();
+        }
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&st).unwrap()).unwrap();
+}
+
 /// The table line of a resource in `sweep`'s output.
 fn row<'a>(out: &'a str, id: &str) -> &'a str {
     out.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("`{id}` is not listed:\n{out}"))
@@ -228,6 +240,7 @@ fn local_resources_removed_behind_the_sessions_back_are_reported_and_forgotten()
     assert!(row(&out, &id).contains("not in this session"), "{out}");
     ok_yes(&s, "other", &format!("sweep --terminate {id}"));
     ok_yes(&s, "other", &format!("sweep --deregister {image}"));
+    age_last_seen(&s.path().join("gone/.devami/state.json"));
 
     // Commands without the cloud say nothing and stay instant; the first cloud use warns.
     let out = ok(&s, "gone", "status");
@@ -272,6 +285,7 @@ fn local_resources_removed_behind_the_sessions_back_are_reported_and_forgotten()
     let id = state(&s, "gone")["instance"].as_str().unwrap().to_string();
     ok_yes(&s, "other", &format!("sweep --terminate {id}"));
     std::fs::remove_dir_all(s.path().join(".devami-home/instances").join(&id)).unwrap();
+    age_last_seen(&s.path().join("gone/.devami/state.json"));
     let out = run(&s, "gone", "sweep");
     assert!(out.status.success(), "{}", all(&out));
     assert!(
@@ -369,6 +383,7 @@ fn aws_resources_removed_behind_the_sessions_back_are_reported_and_forgotten() {
     aws.moto.py(&format!(
         "ec2.terminate_instances(InstanceIds=[{id:?}])\nec2.deregister_image(ImageId={image:?})"
     ));
+    age_last_seen(&aws.state_path());
 
     let out = aws.ok("status");
     assert!(!out.contains("is gone"), "`status` reached the cloud:\n{out}");
