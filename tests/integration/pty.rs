@@ -111,3 +111,22 @@ fn ctrl_c_cancels_the_command_not_the_shell() {
     line(&mut p, "exit").unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn the_prompt_shows_the_lifetime_and_leaving_offers_to_stop_a_running_instance() {
+    let s = Scratch::new();
+    s.init("demo");
+    let mut p = shell(&s, &["demo"]);
+    p.exp_string("devami [demo]> ").unwrap();
+    line(&mut p, "launch_devinstance ubuntu18 --timeout 30").unwrap();
+    p.exp_string("instance running at").unwrap();
+    // The prompt carries the state and the lifetime left (29m 59s or 30m 00s).
+    p.exp_regex(r"running (29m 5\ds|30m 00s) left\]> ").unwrap();
+    line(&mut p, "exit").unwrap();
+    p.exp_string("is still running (t2.micro at $0.0116/hour, ").unwrap();
+    p.exp_string("[s]top it, [t]erminate it or [l]eave it running? [l] ").unwrap();
+    line(&mut p, "s").unwrap();
+    p.exp_string("devami> stop_devinstance").unwrap();
+    p.exp_string("Instance is now in state: stopped").unwrap();
+    p.exp_eof().unwrap();
+}
