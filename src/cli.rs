@@ -4,7 +4,7 @@
 //! `devami [DIR] -c 'cmd; cmd'` runs one-shots, `devami run FILE`, `devami tutorial FILE.md`,
 //! `devami check DIR...` and `devami init NAME`. DIR defaults to the current folder when it holds
 //! a blueprint. Everything after option parsing is shared with the shell: the same session, the
-//! same commands, the same output. Exit statuses are documented in `docs/commands.md`.
+//! same commands, the same output. Exit statuses are documented in `docs/backends-and-configuration.md`.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::interrupt;
 use crate::lint;
 use crate::parse;
+use crate::record;
 use crate::scaffold;
 use crate::script::{self, RunOptions};
 use crate::session::{DevAmi, OnExit, Options};
@@ -66,12 +67,18 @@ pub struct Global {
     /// AWS: an AWS-compatible endpoint (S3 is then addressed path-style).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
-    /// AWS: the ssh private key for `ssh` and `exec` (default: ~/.ssh/<KEY_NAME>.pem).
+    /// AWS: the ssh private key for `ssh` and `exec` (default: $DEVAMI_SSH_KEY, else ~/.ssh/<KEY_NAME>.pem).
     #[arg(long, global = true, value_name = "PATH")]
     pub key: Option<PathBuf>,
-    /// AWS: the ssh user (default: ubuntu).
+    /// AWS: the ssh user (default: guessed from the image: ec2-user, centos, admin, else ubuntu).
     #[arg(long, global = true, value_name = "USER")]
     pub ssh_user: Option<String>,
+    /// Record every command the session runs, with its output, to FILE as a transcript that
+    /// `devami run --check FILE` replays (ids, UUIDs, times and hashes become wildcards); a FILE
+    /// ending in `.md` becomes a tutorial skeleton for `devami tutorial`. A new FILE is created
+    /// atomically; an existing one is appended to. Each command is written as soon as it ends.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// The modes besides the shell.
@@ -111,6 +118,9 @@ pub enum Mode {
     /// The embedded S3 endpoint of the local backend (started by devami itself).
     #[command(name = "__s3d", hide = true)]
     S3d { home: PathBuf },
+    /// Print the command reference (docs/commands.md) generated from the command table.
+    #[command(name = "__reference", hide = true)]
+    Reference,
     /// The supervisor of one local job (started by devami itself).
     #[command(name = "__job", hide = true)]
     Job { home: PathBuf, command_id: String },
@@ -171,6 +181,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let run_opts = |check| RunOptions { keep_going: g.keep_going, check };
     match cli.mode {
         Some(Mode::Check { dirs }) => Ok(check(&dirs)),
+        Some(Mode::Reference) => {
+            print!("{}", crate::command::reference_markdown());
+            Ok(0)
+        }
         Some(Mode::S3d { home }) => Ok(crate::s3server::serve(&home)),
         Some(Mode::Job { home, command_id }) => Ok(crate::jobrunner::supervise(&home, &command_id)),
         Some(Mode::Init { name, dir }) => {
@@ -180,18 +194,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Some(Mode::Run { file, dir, check }) => {
             let steps = load_steps(&file)?;
-            let mut session = session_for(opts, dir.as_deref())?;
+            let mut session = session_for(opts, dir.as_deref(), g.record.as_deref())?;
             Ok(script::run(&mut session, &steps, run_opts(check)))
         }
         Some(Mode::Tutorial { file, dir, auto, from }) => {
             let text = read_text(&file)?;
             let t = transcript::parse(&text, Kind::Markdown)?;
-            let mut session = session_for(opts, dir.as_deref())?;
+            let mut session = session_for(opts, dir.as_deref(), g.record.as_deref())?;
             let mut stdin = std::io::stdin().lock();
             Ok(tutorial::play(&mut session, &t, PlayOptions { auto, from }, &mut stdin))
         }
         None => {
-            let mut session = session_for(opts, cli.dir.as_deref())?;
+            let mut session = session_for(opts, cli.dir.as_deref(), g.record.as_deref())?;
             if let Some(commands) = cli.command {
                 let steps: Vec<Step> = parse::split_commands(&commands)
                     .into_iter()
@@ -218,8 +232,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Opens `dir`, or the current folder when it holds a blueprint, or nothing.
-fn session_for(opts: Options, dir: Option<&Path>) -> Result<DevAmi> {
+/// Opens `dir`, or the current folder when it holds a blueprint, or nothing; starts `--record`.
+fn session_for(opts: Options, dir: Option<&Path>, record: Option<&Path>) -> Result<DevAmi> {
+    if let Some(path) = record {
+        record::start(path)?;
+        if let Some(d) = dir {
+            let mut session = DevAmi::new(opts);
+            record::open_recorded(&mut session, d)?;
+            return Ok(session);
+        }
+    }
     match dir {
         Some(d) => DevAmi::open(opts, d),
         None if Path::new(BLUEPRINT_FILE).is_file() => DevAmi::open(opts, Path::new(".")),

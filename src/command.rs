@@ -628,7 +628,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 name: "download",
                 kind: ArgKind::Path,
                 required: false,
-                default: None,
+                default: Some("none: only list"),
                 help: "a local folder to download the results into",
                 aliases: &[],
             },
@@ -1085,6 +1085,91 @@ pub fn help_command(spec: &CommandSpec) -> String {
     s
 }
 
+/// The command that regenerates `docs/commands.md` from this table.
+pub const REFERENCE_COMMAND: &str = "target/debug/devami __reference > docs/commands.md";
+
+/// The command reference (`docs/commands.md`), rendered from [`COMMANDS`] and grouped as
+/// [`help_overview`] groups them: per command its summary, aliases, usage in both spellings, a
+/// table of its arguments, what it changes and its example in each spelling.
+///
+/// Examples are `text` blocks, never `devami` blocks: the documentation tests run those.
+pub fn reference_markdown() -> String {
+    let mut s = String::from("# Command reference\n\n");
+    let _ = writeln!(
+        s,
+        "<!-- Generated from the command table in src/command.rs; do not edit by hand. -->\n\
+         This page is generated from the command table (`COMMANDS` in `src/command.rs`), the same table \
+         behind the parser, `help` and completion. Regenerate it after changing the table with:\n\n\
+         ```text\n{REFERENCE_COMMAND}\n```\n\n\
+         A test fails when this page differs from the table.\n\n\
+         Every command has two spellings: the call form of the original `NeuroCaaSAMI` class \
+         (`devami.NAME(args)`, Python literals, keyword arguments) and the shell form (`NAME args`, \
+         flags in kebab case: `--volume-size 20`, `--force`, `--no-force`). Every argument can be given \
+         by position or by name in either spelling. In the shell, `help` lists the commands and \
+         `help CMD` (or `CMD --help`) shows one of them as below. Defaults written as Python literals \
+         are exact; the others describe what the session uses. Global options, environment variables \
+         and exit statuses are in [Backends and configuration](backends-and-configuration.md).\n"
+    );
+    for group in Group::ALL {
+        let links: Vec<String> =
+            COMMANDS.iter().filter(|c| c.group == group).map(|c| format!("[`{0}`](#{0})", c.name)).collect();
+        let _ = writeln!(s, "- {}: {}", capitalized(group.title()), links.join(", "));
+    }
+    for group in Group::ALL {
+        let _ = writeln!(s, "\n## {}", capitalized(group.title()));
+        for c in COMMANDS.iter().filter(|c| c.group == group) {
+            let _ = write!(s, "\n### {}\n\n{}.\n", c.name, capitalized(c.summary));
+            if !c.aliases.is_empty() {
+                let aliases: Vec<String> = c.aliases.iter().map(|a| format!("`{a}`")).collect();
+                let _ = writeln!(s, "\nAliases: {}.", aliases.join(", "));
+            }
+            let _ = write!(s, "\n```text\n{}\n{}\n```\n", c.usage_shell(), c.usage_call("devami"));
+            if c.args.is_empty() {
+                s.push_str("\nNo arguments.\n");
+            } else {
+                s.push_str("\n| argument | kind | default | help |\n| --- | --- | --- | --- |\n");
+                for a in c.args {
+                    let mut name = format!("`{}`", a.name);
+                    if !a.aliases.is_empty() {
+                        let _ = write!(name, " (also `{}`)", a.aliases.join("`, `"));
+                    }
+                    let default = match (a.required, a.default) {
+                        (true, _) => "required".to_string(),
+                        (false, Some(d)) if is_literal(d) => format!("`{d}`"),
+                        (false, Some(d)) => d.to_string(),
+                        (false, None) => "optional".to_string(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} |",
+                        table_cell(&name),
+                        a.kind.name(),
+                        table_cell(&default),
+                        table_cell(a.help)
+                    );
+                }
+            }
+            let _ = write!(
+                s,
+                "\nChanges: {}.\n\nExample:\n\n```text\n{}\n{}\n```\n",
+                c.changes, c.example_call, c.example_shell
+            );
+        }
+    }
+    s
+}
+
+/// The first letter in upper case, for headings and sentences.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// A markdown table cell: pipes escaped, no line breaks.
+fn table_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
 /// How an argument is written as a shell-form flag, for `help CMD`.
 fn shell_flag_help(arg: &ArgSpec) -> String {
     match arg.kind {
@@ -1136,6 +1221,62 @@ mod tests {
             let rest = c.args.iter().position(|a| a.kind == ArgKind::Rest);
             assert!(rest.is_none_or(|i| i + 1 == c.args.len()), "{}", c.name);
         }
+    }
+
+    #[test]
+    fn every_field_is_filled_in() {
+        for c in COMMANDS {
+            for (field, text) in [
+                ("summary", c.summary),
+                ("changes", c.changes),
+                ("example_call", c.example_call),
+                ("example_shell", c.example_shell),
+            ] {
+                assert!(!text.trim().is_empty(), "{}: `{field}` is empty", c.name);
+            }
+            for a in c.args {
+                assert!(
+                    !a.name.is_empty() && !a.help.trim().is_empty(),
+                    "{}: an argument without help",
+                    c.name
+                );
+                // `help CMD` shows every optional argument's default.
+                assert!(
+                    a.required || a.default.is_some_and(|d| !d.trim().is_empty()),
+                    "{}: optional argument `{}` has no default to show",
+                    c.name,
+                    a.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reference_covers_every_command() {
+        let text = reference_markdown();
+        assert!(text.contains(REFERENCE_COMMAND), "the page must say how to regenerate it");
+        assert!(!text.contains("```devami"), "the documentation tests would run a devami block");
+        for c in COMMANDS {
+            let section = text
+                .split(&format!("\n### {}\n", c.name))
+                .nth(1)
+                .unwrap_or_else(|| panic!("no section for {}", c.name));
+            let section = section.split("\n### ").next().unwrap_or_default();
+            for part in [c.example_call, c.example_shell, c.changes] {
+                assert!(section.contains(part), "{}: `{part}` missing", c.name);
+            }
+            assert!(
+                section.contains(&c.usage_shell()) && section.contains(&c.usage_call("devami")),
+                "{}",
+                c.name
+            );
+            for a in c.args {
+                assert!(section.contains(&format!("| `{}`", a.name)), "{}: argument `{}`", c.name, a.name);
+            }
+        }
+        // Groups in the order of the overview.
+        let pos = |g: Group| text.find(&format!("\n## {}\n", capitalized(g.title()))).unwrap();
+        assert!(Group::ALL.windows(2).all(|w| pos(w[0]) < pos(w[1])));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Every failure a user can meet is a variant named after what went wrong for them, carrying the
 //! context needed to act on it (the file, the JSON path, the command, the next step). Messages are
 //! lowercase, name things in backticks, end without a period and suggest the next command where
-//! there is one. Errors are shown in exactly one place (`report::print_error`), as `error: ...`
+//! there is one. Errors are shown in exactly one place (`Console::error`), as `error: ...`
 //! followed by one `caused by: ...` line per source. `Error::exit_code` maps each variant to the
 //! documented process exit status.
 
@@ -109,7 +109,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit status for this error (see docs/commands.md, "Exit status").
+    /// The process exit status for this error (see docs/backends-and-configuration.md, "Exit statuses").
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage { .. } | Error::UnknownCommand { .. } => 2,

@@ -30,6 +30,7 @@ pub mod output;
 pub mod parse;
 pub mod pricing;
 pub mod prose;
+pub mod record;
 pub mod s3server;
 pub mod sandbox;
 pub mod scaffold;

@@ -9,6 +9,7 @@
 use crate::console::Console;
 use crate::error::Error;
 use crate::interrupt;
+use crate::record;
 use crate::session::{DevAmi, Flow};
 use crate::transcript::{self, Step};
 
@@ -50,6 +51,7 @@ pub fn run_step(session: &mut DevAmi, step: &Step, check: bool) -> StepResult {
         }
     };
     let output = session.console.end_capture();
+    record::step(&mut session.console, &step.input, &output);
     let matched = step.expected.as_ref().map(|exp| transcript::check_output(exp, &output));
     let error = match (&error, &matched) {
         // The transcript documents this very error: not a failure.

@@ -21,6 +21,7 @@ use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use crate::command::ArgKind;
 use crate::interrupt;
 use crate::parse::{self, Completion};
+use crate::record;
 use crate::session::{DevAmi, Flow};
 
 /// Completion for the devami prompt.
@@ -138,14 +139,21 @@ pub fn run(session: &mut DevAmi) -> i32 {
                 let _ = editor.save_history(path);
             }
         }
-        match session.execute_line(&line) {
+        session.console.begin_capture();
+        let flow = match session.execute_line(&line) {
             Ok(outcome) => {
                 session.console.print(&outcome.output.render());
-                if outcome.flow == Flow::Exit {
-                    break;
-                }
+                outcome.flow
             }
-            Err(e) => session.console.error(&e),
+            Err(e) => {
+                session.console.error(&e);
+                Flow::Continue
+            }
+        };
+        let output = session.console.end_capture();
+        record::step(&mut session.console, line.trim(), &output);
+        if flow == Flow::Exit {
+            break;
         }
     }
     session.finish();

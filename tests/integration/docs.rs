@@ -65,3 +65,24 @@ fn a_drifted_page_fails() {
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
     assert!(all(&out).contains("- opened the blueprint"), "{}", all(&out));
 }
+
+#[test]
+fn command_reference_is_generated_from_the_table() {
+    let out = Scratch::new().run(&["__reference"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let generated = String::from_utf8(out.stdout).expect("the reference is UTF-8");
+    let page = root().join("docs/commands.md");
+    let current = std::fs::read_to_string(&page).unwrap_or_default();
+    if current != generated {
+        let line = current
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(|| current.lines().count().min(generated.lines().count()) + 1, |i| i + 1);
+        panic!(
+            "{} differs from the command table (first at line {line}); regenerate it with:\n  \
+             cargo build && target/debug/devami __reference > docs/commands.md",
+            page.display()
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod local;
 mod lock;
 mod moto;
 mod pty;
+mod record;
 mod support;
 mod sweep;
 mod transfer;
