@@ -107,6 +107,11 @@ pub struct Moto {
 impl Moto {
     /// Starts moto and waits until it answers; panics with what went wrong otherwise.
     pub fn start() -> Moto {
+        Moto::start_with_env(&[])
+    }
+
+    /// [`Moto::start`] with extra environment variables for moto itself (its `MOTO_*` settings).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let bin = venv_bin("moto_server");
         let home = tempfile::tempdir().expect("create a folder for moto");
         let log_path = home.path().join("moto.log");
@@ -121,6 +126,7 @@ impl Moto {
                 .stdout(log.try_clone().expect("clone the log file"))
                 .stderr(log);
             clean_aws_env(&mut cmd);
+            cmd.envs(env.iter().copied());
             die_with_parent(&mut cmd);
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!("cannot start {}: {e}; run the test command `bash tests/run.sh`", bin.display())
