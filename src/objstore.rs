@@ -246,10 +246,9 @@ impl ObjectStore {
             .key(key)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send();
-        let created = self
-            .interruptible(created)
-            .await?
-            .map_err(|e| self.fail("CreateMultipartUpload", bucket, Some(key), e))?;
+        // Not cut short by Ctrl-C: an upload created but never heard of could not be aborted.
+        // `upload_parts` notices the interrupt at once and the upload is aborted below.
+        let created = created.await.map_err(|e| self.fail("CreateMultipartUpload", bucket, Some(key), e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         if upload_id.is_empty() {
             return Err(BackendError::Service {

@@ -533,6 +533,22 @@ pub fn prepare_direct_write(home: &Home, bucket: &str, key: &str) -> Result<Path
 /// s3s-fs behind the checks of this module: names validated, links refused, activity recorded,
 /// stale sidecars dropped, over-long sidecar names avoided. Only the operations listed here are
 /// served; the others answer `NotImplemented`.
+/// A part whose upload was aborted while it was on its way: the abort removed the parts it saw,
+/// and this one was written after (S3 documents the same race: an abort may need repeating). When
+/// the part's handler ends or is dropped and the upload no longer exists, the part goes too.
+struct LatePart {
+    upload: PathBuf,
+    part: PathBuf,
+}
+
+impl Drop for LatePart {
+    fn drop(&mut self) {
+        if !self.upload.exists() {
+            let _ = fs::remove_file(&self.part);
+        }
+    }
+}
+
 struct Guarded {
     fs: s3s_fs::FileSystem,
     /// `buckets/`, canonical.
@@ -791,6 +807,12 @@ impl S3 for Guarded {
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         self.object(&req.input.bucket, &req.input.key)?;
+        let _late = LatePart {
+            upload: self.root.join(format!(".upload-{}.json", req.input.upload_id)),
+            part: self
+                .root
+                .join(format!(".upload_id-{}.part-{}", req.input.upload_id, req.input.part_number)),
+        };
         self.fs.upload_part(req).await
     }
 
