@@ -106,6 +106,10 @@ pub enum Error {
     /// A command that cannot run in the session's current state, with the reason.
     #[error("{0}")]
     Refused(String),
+
+    /// A wait passed its deadline; the operation goes on and stays tracked.
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 impl Error {

@@ -106,7 +106,7 @@ impl DevAmi {
         self.persist()?;
         self.console.print(&format!("creating image {image_id} ({name}) from instance {id}"));
         if let Err(e) = self.wait_image(&image_id) {
-            if matches!(e, Error::Refused(_)) {
+            if matches!(e, Error::Refused(_) | Error::GaveUp(_)) {
                 // The image failed: the instance's work is not saved after all.
                 self.state_mut().instance_saved = false;
                 self.persist()?;

@@ -213,7 +213,7 @@ impl DevAmi {
             let deadline = if expect_stop { HALT_WAIT } else { Duration::from_secs(20 * 60) };
             match self.wait_instance(&id, InstanceState::Stopped, deadline) {
                 Ok(inst) => state = inst.state,
-                Err(Error::Refused(m)) if expect_stop && m.starts_with("gave up waiting") => {
+                Err(Error::GaveUp(_)) if expect_stop => {
                     state = self.describe(&id)?.state;
                     self.console.warn(&format!(
                         "instance {id} did not stop within {}s of the job's end although its COMMAND halts the machine; sending the next job anyway",
@@ -439,7 +439,7 @@ impl DevAmi {
         &mut self,
         job: &JobRecord,
         stream: &str,
-        report: Option<&JobReport>,
+        report: &mut Option<JobReport>,
     ) -> Result<Option<(String, bool)>> {
         let bucket = self.bp()?.pipeline_name()?.to_string();
         let key = output_key(&job.command_id, &job.instance_id, stream);
@@ -449,12 +449,14 @@ impl DevAmi {
             Err(Error::Backend { source: BackendError::NotFound { .. }, .. }) => {}
             Err(e) => return Err(e),
         }
-        let report = match report {
-            Some(r) => r.clone(),
-            None => cloud
-                .call("reading the job", cloud.backend.describe_command(&job.command_id, &job.instance_id))?,
-        };
-        Ok(report.inline_output.and_then(|(out, err)| {
+        // Read at most once per caller: both streams may need it.
+        if report.is_none() {
+            *report = Some(cloud.call(
+                "reading the job",
+                cloud.backend.describe_command(&job.command_id, &job.instance_id),
+            )?);
+        }
+        Ok(report.as_ref().and_then(|r| r.inline_output.clone()).and_then(|(out, err)| {
             let text = if stream == "stdout" { out } else { err };
             (!text.is_empty()).then_some((text, true))
         }))
@@ -478,8 +480,9 @@ impl DevAmi {
         let streams: &[&str] = if only_stderr { &["stderr"] } else { &["stdout", "stderr"] };
         let mut parts = Vec::new();
         let mut from_record = false;
+        let mut report = None;
         for &stream in streams {
-            let text = match self.read_stream(&job, stream, None)? {
+            let text = match self.read_stream(&job, stream, &mut report)? {
                 Some((t, inline)) => {
                     from_record |= inline;
                     last_lines(t.trim_end(), tail).to_string()
@@ -517,7 +520,10 @@ impl DevAmi {
         loop {
             let step = (|| -> Result<Option<JobReport>> {
                 let report = self.refresh_job(index)?;
-                let text = self.read_stream(job, stream, Some(&report))?.map(|(t, _)| t).unwrap_or_default();
+                let text = self
+                    .read_stream(job, stream, &mut Some(report.clone()))?
+                    .map(|(t, _)| t)
+                    .unwrap_or_default();
                 let done = report.state.is_final();
                 if text.len() < shown {
                     shown = 0; // the source changed (the invocation record's copy was truncated)
@@ -540,7 +546,7 @@ impl DevAmi {
                 Ok(Some(report)) => {
                     self.persist()?;
                     if stream == "stdout"
-                        && let Some((err, _)) = self.read_stream(job, "stderr", Some(&report))?
+                        && let Some((err, _)) = self.read_stream(job, "stderr", &mut Some(report.clone()))?
                         && !err.trim().is_empty()
                     {
                         let err = last_lines(err.trim_end(), tail);
@@ -784,7 +790,7 @@ pub(crate) fn closest<'a>(wanted: &str, keys: impl Iterator<Item = &'a str>) -> 
 
 /// Whether a recorded status is one a job ends in.
 fn is_final_status(s: &str) -> bool {
-    matches!(s, "Success" | "Failed" | "Cancelled" | "TimedOut")
+    s.parse::<JobState>().is_ok_and(JobState::is_final)
 }
 
 /// The text of a job's end: `Success (exit code 0)`, with the backend's detail when it gave one.

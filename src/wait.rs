@@ -98,7 +98,7 @@ pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result
                     shown = true;
                 }
                 if elapsed >= deadline {
-                    break Err(Error::Refused(format!(
+                    break Err(Error::GaveUp(format!(
                         "gave up waiting for {what} after {} (still {status}); the operation goes on and stays tracked — check again later",
                         clock::human_duration(elapsed.as_secs() as i64)
                     )));
