@@ -1115,6 +1115,16 @@ pub fn reference_markdown() -> String {
             COMMANDS.iter().filter(|c| c.group == group).map(|c| format!("[`{0}`](#{0})", c.name)).collect();
         let _ = writeln!(s, "- {}: {}", capitalized(group.title()), links.join(", "));
     }
+    let attributes: Vec<String> = crate::parse::ATTRIBUTES
+        .iter()
+        .map(|(attr, cmd)| format!("`devami.{attr}` runs [`{cmd}`](#{cmd})"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "
+The attributes of the original object read as the command that shows them, alone          (`devami.ip`) or on the right of an assignment (`ip = devami.ip`, which shows the value;          devami keeps no Python variables): {}.",
+        attributes.join(", ")
+    );
     for group in Group::ALL {
         let _ = writeln!(s, "\n## {}", capitalized(group.title()));
         for c in COMMANDS.iter().filter(|c| c.group == group) {

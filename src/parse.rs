@@ -2,7 +2,8 @@
 //!
 //! A line is one of: nothing (empty or a comment), a Python import (accepted, does nothing), an
 //! assignment `X = NeuroCaaSAMI("path")` that binds the session to a blueprint folder, a help
-//! request, or a command. Commands come in two spellings, told apart by the start of the line
+//! request, or a command. An attribute of the original object (`devami.ip`, also on the right of
+//! an assignment, `ip = devami.ip`) reads as the command that shows it ([`ATTRIBUTES`]). Commands come in two spellings, told apart by the start of the line
 //! (after an optional `>>> ` or `... ` prompt):
 //! - the **call form** `ident(.ident)?(` is Python: `devami.launch_ami(ami = "ubuntu18")`, with
 //!   positional and keyword arguments whose values are Python literals (strings with escapes,
@@ -264,6 +265,7 @@ pub fn parse_line(line: &str) -> Result<Line, Error> {
         Form::HelpSuffix(name) => help_for(name),
         Form::Assign => CallParser::new(body, true).assignment(),
         Form::Call => CallParser::new(body, true).call(),
+        Form::Attribute => CallParser::new(body, true).attribute(),
         Form::Shell => parse_shell(body),
     }
 }
@@ -279,7 +281,7 @@ pub fn split_commands(line: &str) -> Vec<String> {
     while pos <= line.len() {
         // At the start of a piece, decide its quoting rules from its form.
         let (_, body) = strip_prompt(&line[piece_start..]);
-        let python = matches!(classify(body), Form::Call | Form::Assign | Form::Import);
+        let python = matches!(classify(body), Form::Call | Form::Assign | Form::Import | Form::Attribute);
         let end = if python { python_piece_end(line, pos) } else { shell_piece_end(line, pos) };
         let piece = line[piece_start..end].trim();
         if !piece.is_empty() {
@@ -364,6 +366,16 @@ pub fn shell_quote(s: &str) -> String {
 /// The name of the class whose construction binds the session (compared without case).
 const CLASS_NAME: &str = "NeuroCaaSAMI";
 
+/// The attributes of the original object that a line may read (`devami.ip`, `ip = devami.ip`),
+/// each with the command that shows it.
+pub const ATTRIBUTES: &[(&str, &str)] = &[
+    ("ip", "get_ip"),
+    ("instance", "status"),
+    ("instance_hist", "history"),
+    ("ami_hist", "history"),
+    ("commands", "jobs"),
+];
+
 /// How deep lists and tuples may nest in a call-form value.
 const MAX_DEPTH: usize = 32;
 
@@ -375,6 +387,8 @@ enum Form<'a> {
     Import,
     Assign,
     Call,
+    /// `devami.ip`: an attribute of the original object, read by the command it stands for.
+    Attribute,
     Shell,
     /// `name?` or `devami.name?` (IPython's help).
     HelpSuffix(&'a str),
@@ -420,6 +434,9 @@ fn classify(s: &str) -> Form<'_> {
     }
     if end == first_end && after.starts_with('=') && !after.starts_with("==") {
         return Form::Assign;
+    }
+    if end > first_end && (after.is_empty() || after.starts_with([';', '#'])) {
+        return Form::Attribute;
     }
     Form::Shell
 }
@@ -957,6 +974,42 @@ impl<'a> CallParser<'a> {
         Ok(Line::Command(Invocation { spec, args, object, spelling: Spelling::Call }))
     }
 
+    /// `devami.ip`: an attribute read, run as the command that shows the attribute.
+    fn attribute(mut self) -> Result<Line, Error> {
+        let first = self.expect_ident("an object name")?;
+        let parts = self.dotted_rest(first)?;
+        self.finish()?;
+        self.attribute_read(&parts)
+    }
+
+    /// The command for `object.attribute`, or a clear error naming the attributes known.
+    fn attribute_read(&self, parts: &[String]) -> Result<Line, Error> {
+        let [object, attr] = parts else {
+            return Err(self.err(format!("{} is not something devami can read", shown(&parts.join(".")))));
+        };
+        if command::lookup(attr).is_some() {
+            return Err(self.err(format!(
+                "{} needs parentheses in the call form: write `{object}.{attr}()`, or `{attr}` without the prefix",
+                shown(&format!("{object}.{attr}"))
+            )));
+        }
+        let Some(&(_, name)) = ATTRIBUTES.iter().find(|(a, _)| a == attr) else {
+            let known: Vec<String> = ATTRIBUTES.iter().map(|(a, _)| format!("`{object}.{a}`")).collect();
+            return Err(self.err(format!(
+                "{} is not an attribute devami knows; it reads {}",
+                shown(&format!("{object}.{attr}")),
+                known.join(", ")
+            )));
+        };
+        let spec = command::lookup(name).ok_or_else(|| self.err(format!("no command `{name}`")))?;
+        Ok(Line::Command(Invocation {
+            spec,
+            args: Args::default(),
+            object: Some(object.clone()),
+            spelling: Spelling::Call,
+        }))
+    }
+
     /// `help()`, `help(launch_ami)`, `help("launch")`, `help(devami.launch_ami)`.
     fn help_call(&self, raw: Vec<RawArg>) -> Result<Line, Error> {
         match raw.as_slice() {
@@ -989,6 +1042,12 @@ impl<'a> CallParser<'a> {
             _ => String::new(),
         };
         let class = callee.rsplit('.').next().unwrap_or("");
+        if callee.contains('.') && !class.eq_ignore_ascii_case(CLASS_NAME) && !self.peek_is('(')? {
+            // `ip = devami.ip`: the value is shown; devami keeps no Python variables.
+            self.finish()?;
+            let parts: Vec<String> = callee.split('.').map(str::to_string).collect();
+            return self.attribute_read(&parts);
+        }
         if !class.eq_ignore_ascii_case(CLASS_NAME) || !self.peek_is('(')? {
             let rhs = if callee.is_empty() { "...".to_string() } else { format!("{callee}...") };
             return Err(self.err(format!(
@@ -2512,6 +2571,12 @@ mod tests {
             &["only `d = NeuroCaaSAMI(\"path/to/blueprint\")` assignments", "`d = foo...`"],
         );
         check_err("d = 5", &["only `d = NeuroCaaSAMI"]);
+        check_all(&[
+            ("ip = devami.ip", "call devami.get_ip()"),
+            (">>> devami.ip", "call devami.get_ip()"),
+            ("hist = d.instance_hist  # all of them", "call d.history()"),
+        ]);
+        check_err("ip = devami.secret", &["`devami.secret` is not an attribute devami knows", "`devami.ip`"]);
         check_err("d = NeuroCaaSAMI", &["only `d = NeuroCaaSAMI"]);
         check_err(
             "d = NeuroCaaSAMI(p)",

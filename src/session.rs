@@ -219,6 +219,14 @@ impl DevAmi {
     /// its state. On failure the session is left as it was.
     pub fn open_blueprint(&mut self, dir: &Path) -> Result<()> {
         let blueprint = Blueprint::open(dir)?;
+        if let Some(current) = &self.blueprint
+            && same_folder(current.dir(), blueprint.dir())
+        {
+            // Opening the open blueprint again (`devami = NeuroCaaSAMI(...)` twice, as the guide
+            // does after a restart) re-reads the file; the lock and the state stay this session's.
+            self.blueprint = Some(blueprint);
+            return Ok(());
+        }
         let store = StateStore::open(blueprint.dir())?;
         let state = match store.load()? {
             Some(state) => state,
@@ -792,6 +800,14 @@ impl DevAmi {
             )));
         }
         Ok(Output::Many(parts))
+    }
+}
+
+/// Whether two paths name the same folder (symlinks and `..` resolved where they exist).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
