@@ -86,6 +86,29 @@ try:
     for cmd, dt, n, detail in rows:
         print(f"| `{cmd}` | {dt*1000:.0f} ms | {n} | {detail} |")
     print(f"| whole loop | {total_t*1000:.0f} ms | {total_calls} | |")
+
+    # How soon a wait notices a state change: the proxy shows a launched instance `pending` for
+    # HOLD seconds after RunInstances; devami's launch wait returns once it sees `running`.
+    hold = 3.0
+    lags = []
+    for _ in range(5):
+        urllib.request.urlopen(urllib.request.Request(purl + "/__proxy/rules", method="POST",
+                                                      data=json.dumps({"hold_instances": hold}).encode()))
+        urllib.request.urlopen(urllib.request.Request(purl + "/__proxy/log", method="POST", data=b""))
+        out = subprocess.run([devami, "--backend", "aws", "bench-loop", "-c", "launch_devinstance"], cwd=work,
+                             env=env, capture_output=True, text=True)
+        done = time.time()
+        if out.returncode != 0:
+            sys.exit(f"`launch_devinstance` failed:\n{out.stdout}{out.stderr}")
+        log = json.load(urllib.request.urlopen(purl + "/__proxy/log"))
+        run_at = next(c["t"] for c in log if c["action"] == "RunInstances")
+        lags.append(done - (run_at + hold))
+        urllib.request.urlopen(urllib.request.Request(purl + "/__proxy/rules", method="POST",
+                                                      data=json.dumps({"hold_instances": 0}).encode()))
+        subprocess.run([devami, "--backend", "aws", "bench-loop", "-c", "terminate_devinstance --force"], cwd=work,
+                       env=env, capture_output=True, text=True, check=True)
+    print()
+    print(f"STATE_CHANGE_LAG {max(lags)*1000:.0f} ms worst, {sum(lags)/len(lags)*1000:.0f} ms mean over {len(lags)} launches")
 finally:
     for p in (proxy, moto):
         if p:

@@ -5,7 +5,9 @@
 # interactive shell's idle memory (RSS of a shell waiting at its prompt in a pseudo-terminal),
 # snapshots and launches of the local backend, transfers through its embedded S3 endpoint against
 # the AWS CLI (a 1 GiB object with devami's peak memory, 1,000 small files against `aws s3 sync`),
-# the latency of live job output, and the development loop against moto.
+# the latency of live job output, how soon a wait notices a change (a local job ending, a moto
+# instance turning running), the whole loop on the local backend (the first-image tutorial
+# replayed) and the development loop against moto (wall time and API calls per command).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -149,9 +151,54 @@ PY
 )
 "$bin" latency -c 'terminate --force' >/dev/null
 
+# ---- local backend: how soon `job_status --wait` notices that a job ended ----------------------
+# The job's last act writes the time; the lag is from then to devami's return (whole process).
+"$bin" init notice >/dev/null
+python3 - notice/stack_config_template.json <<'PY'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p))
+d["Lambda"]["LambdaConfig"]["COMMAND"] = "sleep $(cat ~/delay); date +%s.%N > ~/ended # {} {} {} {}"
+json.dump(d, open(p, "w"), indent=4)
+PY
+echo data > notice/d.txt
+printf '{"dataname": "debuggers/inputs/d.txt", "configname": "debuggers/inputs/d.txt", "timestamp": "1"}' > notice/submit.json
+"$bin" notice -c 'launch ubuntu22; upload notice/d.txt' >/dev/null
+notice_inst=$(python3 -c 'import json;print(json.load(open("notice/.devami/state.json"))["instance"])')
+notice=$(python3 - "$bin" "$DEVAMI_HOME/instances/$notice_inst/root" <<'PY'
+import subprocess, sys, time
+binary, root = sys.argv[1], sys.argv[2]
+lags = []
+for delay in (0.3, 0.8, 1.7, 2.9, 4.3, 6.1):
+    open(f"{root}/delay", "w").write(f"{delay}\n")
+    subprocess.run([binary, "notice", "-c", "submit notice/submit.json"], check=True, capture_output=True)
+    subprocess.run([binary, "notice", "-c", "job_status --wait"], check=True, capture_output=True)
+    done = time.time()
+    lags.append(done - float(open(f"{root}/ended").read()))
+print(f"{max(lags)*1000:.0f} ms worst, {sum(lags)/len(lags)*1000:.0f} ms mean over {len(lags)} jobs of 0.3 s to 6.1 s")
+PY
+)
+"$bin" notice -c 'terminate --force' >/dev/null
+
+# ---- local backend: the whole development loop (the first-image tutorial, replayed) ------------
+# Launch, install, create_devami, update_blueprint (git), upload, submit, wait, output, terminate:
+# `devami run --check` of docs/tutorials/first-image.md on a fresh copy of blueprints/ each run.
+hyperfine --runs 5 --export-json loop.json \
+  --prepare "rm -rf $work/loop && mkdir -p $work/loop && cp -r $repo/blueprints $work/loop/" \
+  "cd $work/loop && DEVAMI_HOME=$work/loop/home $bin run --check $repo/docs/tutorials/first-image.md" >/dev/null 2>&1 || {
+  echo "error: the local loop failed; run it by hand: cd \$(mktemp -d) && cp -r $repo/blueprints . && $bin run --check $repo/docs/tutorials/first-image.md" >&2; exit 1; }
+local_loop=$(python3 - <<'PY'
+import json
+r = json.load(open("loop.json"))["results"][0]
+print(f"{r['mean']*1000:.0f} ms mean ± {r['stddev']*1000:.0f} (min {r['min']*1000:.0f} ms, max {r['max']*1000:.0f} ms) over 5 runs")
+PY
+)
+steps=$(grep -c '^devami> ' "$repo/docs/tutorials/first-image.md")
+
 # ---- AWS backend: the full loop against moto, wall time and API calls per command ------------
 mkdir -p "$work/moto"
-moto_loop=$("$repo/.venv/bin/python" "$repo/benches/moto_loop.py" "$bin" "$work/moto")
+moto_out=$("$repo/.venv/bin/python" "$repo/benches/moto_loop.py" "$bin" "$work/moto")
+moto_loop=$(printf '%s\n' "$moto_out" | grep -v '^STATE_CHANGE_LAG ')
+moto_lag=$(printf '%s\n' "$moto_out" | sed -n 's/^STATE_CHANGE_LAG //p')
 
 {
   echo "# devami benchmarks"
@@ -196,10 +243,32 @@ moto_loop=$("$repo/.venv/bin/python" "$repo/benches/moto_loop.py" "$bin" "$work/
   echo
   echo "$latency (polling \`devami -c job_output\` in a loop)"
   echo
+  echo "## Noticing a change: from the change to the waiting command's return (target: about 1 s: waits poll at 100 ms growing to 1 s)"
+  echo
+  echo "| change | lag |"
+  echo "| --- | --- |"
+  echo "| a local job ends, \`job_status --wait\` returns | $notice |"
+  echo "| a moto instance turns \`running\` (held \`pending\` 3 s by the test proxy), \`launch_devinstance\` returns | $moto_lag |"
+  echo
+  echo "## Local backend: the whole development loop"
+  echo
+  echo "\`devami run --check docs/tutorials/first-image.md\` ($steps commands: launch, install, create_devami, update_blueprint with git, upload, submit, wait, output, terminate) on a fresh copy of blueprints/: $local_loop."
+  echo
   echo "## AWS backend: the development loop against moto (each command its own devami process)"
   echo
   echo "The original tool sleeps 5 s after every submit and polls every 15 s; devami has no fixed sleep."
   echo
   echo "$moto_loop"
 } > "$repo/benches/results/latest.md"
+# docs/PERFORMANCE.md shows the same figures between its markers (its title line dropped).
+python3 - "$repo/benches/results/latest.md" "$repo/docs/PERFORMANCE.md" <<'PY'
+import sys
+latest, page = sys.argv[1], sys.argv[2]
+figures = open(latest).read().split("\n", 1)[1].strip().replace("\n## ", "\n### ")
+text = open(page).read()
+begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(page, "w").write(f"{head}{begin}\n{figures}\n{end}{tail}")
+PY
 cat "$repo/benches/results/latest.md"

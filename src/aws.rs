@@ -196,13 +196,16 @@ impl AwsBackend {
                 "none found in the environment, the shared config and credentials files, SSO or instance metadata".to_string()
             } else {
                 // The readable part, without the debug representation the SDK appends.
-                text.split(" (DispatchFailure").next().unwrap_or(&text).to_string()
+                without_debug_dump(&text)
             };
             return BackendError::Credentials { message, hint: credentials_hint };
         }
         match err {
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                BackendError::Unreachable { endpoint: self.endpoint.clone(), message: text }
+                BackendError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    message: without_debug_dump(&text),
+                }
             }
             _ => BackendError::Service { code: None, message: format!("{op}: {text}") },
         }
@@ -833,6 +836,7 @@ impl Backend for AwsBackend {
         address: Option<&str>,
         working_directory: &str,
         command: Option<&str>,
+        _blueprint: Option<&Path>,
     ) -> Result<std::process::Command, BackendError> {
         let key = self.ssh_key()?;
         let guessed = self.ssh_users.lock().ok().and_then(|m| m.get(instance_id).cloned());
@@ -848,9 +852,13 @@ impl Backend for AwsBackend {
             .arg(&key)
             .args(["-o", "StrictHostKeyChecking=accept-new"])
             .arg(format!("{user}@{host}"));
-        let wd = match working_directory.strip_prefix('~') {
-            Some(rest) => format!("~{}", crate::submit::shell_quote(rest).trim_matches('\'')),
-            None => crate::submit::shell_quote(working_directory),
+        // `~` must stay outside quotes for the remote shell to expand it; the rest is quoted.
+        let wd = if working_directory == "~" {
+            "~".to_string()
+        } else if let Some(rest) = working_directory.strip_prefix("~/") {
+            format!("~/{}", crate::submit::shell_quote(rest))
+        } else {
+            crate::submit::shell_quote(working_directory)
         };
         match command {
             Some(c) => {
@@ -862,6 +870,15 @@ impl Backend for AwsBackend {
         }
         Ok(cmd)
     }
+}
+
+/// The readable part of an SDK error's display, without the debug representation the SDK
+/// appends in parentheses (`... (DispatchFailure(DispatchFailure { source: ... }))`).
+fn without_debug_dump(text: &str) -> String {
+    const DUMPS: [&str; 5] =
+        [" (DispatchFailure", " (TimeoutError", " (ResponseError", " (ConstructionFailure", " (ServiceError"];
+    let cut = DUMPS.iter().filter_map(|d| text.find(d)).min().unwrap_or(text.len());
+    text[..cut].to_string()
 }
 
 #[cfg(test)]

@@ -340,10 +340,10 @@ pub struct Identity {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The thing asked for does not exist.
-    #[error("{what} `{id}` does not exist")]
+    #[error("{what} `{}` does not exist", crate::error::shown_raw(id))]
     NotFound { what: &'static str, id: String },
     /// The operation is not allowed in the resource's current state.
-    #[error("{what} `{id}` is {state}: {message}")]
+    #[error("{what} `{}` is {state}: {message}", crate::error::shown_raw(id))]
     InvalidState { what: &'static str, id: String, state: String, message: String },
     /// Credentials are missing or expired.
     #[error("no valid credentials: {message}; {hint}")]
@@ -448,12 +448,15 @@ pub trait Backend: Send + Sync {
     /// A process that runs `command` (or, with `None`, an interactive login shell) on a running
     /// instance, in `working_directory`, with the environment a job sees. The caller runs it.
     /// `address` is the instance's last known address (used by backends that connect over ssh).
+    /// `blueprint` is the blueprint folder, which a backend that runs instances on this machine
+    /// makes readable inside at the same path (`$DEVAMI_BLUEPRINT` of `exec` and `ssh`).
     fn shell_command(
         &self,
         instance_id: &str,
         address: Option<&str>,
         working_directory: &str,
         command: Option<&str>,
+        blueprint: Option<&Path>,
     ) -> Result<std::process::Command, BackendError>;
 }
 

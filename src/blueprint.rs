@@ -67,12 +67,12 @@ impl Blueprint {
     /// Reads `dir/stack_config_template.json`.
     ///
     /// A missing file is [`Error::BlueprintMissing`]; a file that cannot be read (or a `dir` that
-    /// is not a directory) is [`Error::Io`]; text that is not UTF-8 or not JSON is
+    /// is not a directory, or a path that is not a regular file, such as a FIFO) is [`Error::Io`]; text that is not UTF-8 or not JSON is
     /// [`Error::BlueprintSyntax`] with the line and column; a top level that is not an object is
     /// [`Error::BlueprintKey`] at `(top level)`.
     pub fn open(dir: &Path) -> Result<Blueprint> {
         let path = dir.join(BLUEPRINT_FILE);
-        let bytes = match fs::read(&path) {
+        let bytes = match crate::state::read_regular(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::BlueprintMissing { dir: dir.to_path_buf() });
@@ -158,6 +158,27 @@ impl Blueprint {
     /// `PipelineName`: the analysis name, which is also its S3 bucket.
     pub fn pipeline_name(&self) -> Result<&str> {
         self.require_str("PipelineName", "\"my-analysis\"")
+    }
+
+    /// `PipelineName` as the analysis's S3 bucket: refused, naming the key, when S3 would refuse
+    /// it as a bucket name (so that no request is sent only to be answered HTTP 400).
+    pub fn bucket(&self) -> Result<&str> {
+        let name = self.pipeline_name()?;
+        match crate::lint::s3_bucket_problem(name) {
+            None => Ok(name),
+            Some(problem) => Err(Error::BlueprintKey {
+                path: self.path.clone(),
+                json_path: "PipelineName".to_string(),
+                problem: format!(
+                    "is {}, which cannot name the analysis's S3 bucket: it {problem}",
+                    crate::error::shown(name)
+                ),
+                fix: format!(
+                    "rename the analysis, e.g. `{}` (`devami check` lists every problem of the blueprint)",
+                    crate::lint::suggest_name(name)
+                ),
+            }),
+        }
     }
 
     /// `Lambda.LambdaConfig.AMI`: the image jobs run on (an image id, or an alias while developing).
@@ -351,14 +372,20 @@ impl Blueprint {
         self.text != self.original
     }
 
-    /// Writes the text if it changed: to `<file>.tmp-<pid>` in the same folder, synced, renamed over
-    /// the file, then the folder synced. Refuses (nothing written) when the file on disk is no
-    /// longer what was read, so that edits made meanwhile in an editor are never overwritten.
+    /// Writes the text if it changed: to a temporary file, synced, renamed over the file, then the
+    /// folder synced. Refuses (nothing written) when the file on disk is no longer what was read,
+    /// so that edits made meanwhile in an editor are never overwritten.
+    ///
+    /// The temporary file is `.devami/stack_config_template.json.tmp-<pid>` when the blueprint
+    /// folder has its session folder (a real folder, so the rename stays on one file system), where
+    /// git ignores it and the next session removes it should a kill leave it there; else (or if
+    /// the rename crosses file systems after all) it is `stack_config_template.json.tmp-<pid>`
+    /// beside the file, which [`remove_dead_temps`] removes.
     pub fn save(&mut self) -> Result<()> {
         if !self.is_modified() {
             return Ok(());
         }
-        let permissions = match fs::read(&self.path) {
+        let permissions = match crate::state::read_regular(&self.path) {
             Ok(bytes) if bytes != self.original.as_bytes() => {
                 return Err(Error::Refused(format!(
                     "`{}` changed on disk since devami read it, so nothing was written; reopen the \
@@ -370,23 +397,46 @@ impl Blueprint {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read", &self.path, e)),
         };
-        let file_name = self.path.file_name().map_or_else(|| BLUEPRINT_FILE.into(), |n| n.to_os_string());
-        let mut tmp_name = file_name;
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = self.path.with_file_name(tmp_name);
-        let written = write_synced(&tmp, self.text.as_bytes(), permissions)
-            .and_then(|()| fs::rename(&tmp, &self.path).map_err(|e| Error::io("replace", &self.path, e)));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
         let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let session = folder.join(crate::state::STATE_DIR);
+        let mut written = None;
+        if fs::symlink_metadata(&session).is_ok_and(|m| m.is_dir()) {
+            let result = self.replace_from(&session.join(self.temp_name()), permissions.clone());
+            let crossed = match &result {
+                Err(Error::Io { source, .. }) => source.raw_os_error() == Some(libc::EXDEV),
+                _ => false,
+            };
+            if !crossed {
+                written = Some(result);
+            }
+        }
+        match written {
+            Some(result) => result?,
+            None => self.replace_from(&self.path.with_file_name(self.temp_name()), permissions)?,
+        }
         match File::open(folder).and_then(|d| d.sync_all()) {
             Err(e) if e.kind() != io::ErrorKind::InvalidInput => return Err(Error::io("sync", folder, e)),
             _ => {}
         }
         self.original = self.text.clone();
         Ok(())
+    }
+
+    /// `stack_config_template.json.tmp-<pid>`.
+    fn temp_name(&self) -> std::ffi::OsString {
+        let mut name = self.path.file_name().map_or_else(|| BLUEPRINT_FILE.into(), |n| n.to_os_string());
+        name.push(format!(".tmp-{}", std::process::id()));
+        name
+    }
+
+    /// Writes the text to `tmp` and renames it over the file; `tmp` is gone either way.
+    fn replace_from(&self, tmp: &Path, permissions: Option<fs::Permissions>) -> Result<()> {
+        let written = write_synced(tmp, self.text.as_bytes(), permissions)
+            .and_then(|()| fs::rename(tmp, &self.path).map_err(|e| Error::io("replace", &self.path, e)));
+        if written.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        written
     }
 
     /// The string at `json_path`, or a [`Error::BlueprintKey`] saying it is missing or of another
@@ -767,6 +817,25 @@ fn line_col(before: &str) -> (usize, usize) {
     (line, column)
 }
 
+/// Removes `stack_config_template.json.tmp-<pid>` files (regular files only) that a `save`
+/// killed before its rename left beside the blueprint in `dir`. Call it only while holding the
+/// folder's lock (the session's), which makes the holder the only one that saves there: every such
+/// file is then a dead writer's. Best effort: a file that cannot be removed stays.
+pub fn remove_dead_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let prefix = format!("{BLUEPRINT_FILE}.tmp-");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ours = name.to_str().is_some_and(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_synced(tmp: &Path, bytes: &[u8], permissions: Option<fs::Permissions>) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -869,6 +938,30 @@ mod tests {
     }
 
     #[test]
+    fn the_bucket_is_a_pipeline_name_that_s3_accepts() {
+        let b = bp(&PY4.replace("\"PipelineName\": \"", "\"PipelineName\": \"x"));
+        assert!(b.bucket().is_ok(), "{:?}", b.bucket());
+        let b = bp(&PY4.replace("\"PipelineName\": \"", "\"PipelineName\": \"My_"));
+        let e = b.bucket().unwrap_err().to_string();
+        assert!(e.contains("`PipelineName` is `My_") && e.contains("has the uppercase letter `M`"), "{e}");
+    }
+
+    #[test]
+    fn a_blueprint_that_is_not_a_regular_file_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(BLUEPRINT_FILE);
+        crate::state::make_fifo(&path);
+        let err = Blueprint::open(tmp.path()).unwrap_err();
+        let msg = crate::console::render_error(&err);
+        assert!(matches!(err, Error::Io { .. }), "{msg}");
+        assert!(msg.contains("a named pipe (FIFO), not a regular file"), "{msg}");
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let msg = crate::console::render_error(&Blueprint::open(tmp.path()).unwrap_err());
+        assert!(msg.contains("Is a directory"), "{msg}");
+    }
+
+    #[test]
     fn set_ami_changes_only_the_ami_bytes_in_every_style() {
         for (style, text) in styles() {
             let mut b = bp(&text);
@@ -951,6 +1044,49 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from(BLUEPRINT_FILE)], "no temporary file left");
         let reopened = Blueprint::open(tmp.path()).unwrap();
         assert_eq!(reopened.ami().unwrap(), "ami-0fedcba9876543210");
+    }
+
+    #[test]
+    fn save_writes_through_the_session_folder_and_dead_temporaries_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(BLUEPRINT_FILE);
+        fs::write(&path, PY4).unwrap();
+        fs::create_dir(tmp.path().join(crate::state::STATE_DIR)).unwrap();
+        let names = |dir: &Path| -> Vec<String> {
+            let mut n: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        // The temporary file goes through `.devami/`, where git ignores it.
+        let mut b = Blueprint::open(tmp.path()).unwrap();
+        b.set_ami("ami-0fedcba9876543210").unwrap();
+        b.save().unwrap();
+        assert_eq!(Blueprint::open(tmp.path()).unwrap().ami().unwrap(), "ami-0fedcba9876543210");
+        assert_eq!(names(tmp.path()), [".devami", BLUEPRINT_FILE]);
+        assert!(names(&tmp.path().join(".devami")).is_empty());
+        // What saves killed before their rename left beside the file goes; nothing else does.
+        for name in [
+            format!("{BLUEPRINT_FILE}.tmp-123"),
+            format!("{BLUEPRINT_FILE}.tmp-"),
+            format!("{BLUEPRINT_FILE}.tmp-12x"),
+            "notes.tmp-5".to_string(),
+        ] {
+            fs::write(tmp.path().join(name), "{").unwrap();
+        }
+        fs::create_dir(tmp.path().join(format!("{BLUEPRINT_FILE}.tmp-9"))).unwrap();
+        remove_dead_temps(tmp.path());
+        let expected = [
+            ".devami".to_string(),
+            "notes.tmp-5".to_string(),
+            BLUEPRINT_FILE.to_string(),
+            format!("{BLUEPRINT_FILE}.tmp-"),
+            format!("{BLUEPRINT_FILE}.tmp-12x"),
+            format!("{BLUEPRINT_FILE}.tmp-9"),
+        ];
+        assert_eq!(names(tmp.path()), expected);
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub enum Mode {
     /// The supervisor of one local job (started by devami itself).
     #[command(name = "__job", hide = true)]
     Job { home: PathBuf, command_id: String },
+    /// The builder of a pending local instance's or image's files (started by devami itself).
+    #[command(name = "__build", hide = true)]
+    Build { kind: String, home: PathBuf, id: String },
     /// Create a new blueprint folder (what configure.sh did).
     Init {
         /// Name: lowercase letters, digits and dashes.
@@ -187,6 +190,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Some(Mode::S3d { home }) => Ok(crate::s3server::serve(&home)),
         Some(Mode::Job { home, command_id }) => Ok(crate::jobrunner::supervise(&home, &command_id)),
+        Some(Mode::Build { kind, home, id }) => Ok(crate::local::build(&kind, &home, &id)),
         Some(Mode::Init { name, dir }) => {
             let path = scaffold::init(&name, &dir)?;
             print!("{}", crate::output::Output::text(scaffold::render_created(&path)).render());
@@ -224,8 +228,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             if stdin_tty {
                 return Ok(shell::run(&mut session));
             }
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map_err(|e| Error::io("read", "stdin", e))?;
+            let text = text_from(read_stdin()?, "stdin")?;
             let t = transcript::parse(&text, Kind::Script)?;
             Ok(script::run(&mut session, &t.steps, run_opts(false)))
         }
@@ -249,21 +252,36 @@ fn session_for(opts: Options, dir: Option<&Path>, record: Option<&Path>) -> Resu
     }
 }
 
+/// A script, transcript or page: stdin for `-`, else a regular file (a FIFO or a device is
+/// refused rather than waited on).
 fn read_text(path: &Path) -> Result<String> {
     let bytes = if path.as_os_str() == "-" {
-        let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).map_err(|e| Error::io("read", "stdin", e))?;
-        b
+        read_stdin()?
     } else {
-        std::fs::read(path).map_err(|e| Error::io("read", path, e))?
+        crate::state::read_regular(path).map_err(|e| Error::io("read", path, e))?
     };
-    String::from_utf8(bytes).map_err(|e| {
+    text_from(bytes, &path.display().to_string())
+}
+
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::io("read", "stdin", e))?;
+    Ok(bytes)
+}
+
+/// The text of a script, transcript or page, or a usage error (status 2: the input cannot be
+/// understood) when it is not UTF-8 or [looks binary](transcript::binary_at).
+fn text_from(bytes: Vec<u8>, shown: &str) -> Result<String> {
+    let text = String::from_utf8(bytes).map_err(|e| {
         Error::usage(format!(
-            "`{}` is not a text file (invalid UTF-8 at byte {}); scripts hold one command per line",
-            path.display(),
+            "`{shown}` is not a text file (invalid UTF-8 at byte {}); scripts hold one command per line",
             e.utf8_error().valid_up_to()
         ))
-    })
+    })?;
+    match transcript::binary_at(text.as_bytes()) {
+        Some(at) => Err(transcript::binary_file(shown, text.as_bytes(), at)),
+        None => Ok(text),
+    }
 }
 
 fn load_steps(path: &Path) -> Result<Vec<Step>> {
@@ -282,4 +300,31 @@ fn check(dirs: &[PathBuf]) -> i32 {
     }
     let errors = results.iter().flat_map(|(_, f)| f).filter(|f| f.severity == lint::Severity::Error).count();
     i32::from(errors > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_must_be_text_and_bad_bytes_are_status_2() {
+        assert_eq!(text_from(b"status\n".to_vec(), "s").unwrap(), "status\n");
+        // A lone NUL is the line's problem (the parser names it), not the file's.
+        assert_eq!(text_from(b"status\0\n".to_vec(), "s").unwrap(), "status\0\n");
+        let e = text_from(b"\0\0\0".to_vec(), "p.md").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("`p.md` looks like a binary file (NUL bytes at line 1)"), "{e}");
+        let e = text_from(b"status\n\xff\xfe\n".to_vec(), "stdin").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("`stdin` is not a text file (invalid UTF-8 at byte 7)"), "{e}");
+    }
+
+    #[test]
+    fn a_script_that_is_a_fifo_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("s.devami");
+        crate::state::make_fifo(&fifo);
+        let e = read_text(&fifo).unwrap_err();
+        assert!(crate::console::render_error(&e).contains("a named pipe (FIFO), not a regular file"), "{e}");
+    }
 }

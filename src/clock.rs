@@ -23,7 +23,7 @@ pub fn now() -> i64 {
         }
     });
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    secs + OFFSET.load(Ordering::Relaxed)
+    secs.saturating_add(OFFSET.load(Ordering::Relaxed))
 }
 
 /// Formats epoch seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
@@ -124,6 +124,19 @@ mod tests {
         assert_eq!(parse("2026-13-25 13:23:38"), None);
         assert_eq!(parse("garbage"), None);
         assert_eq!(parse("2026-11-25 13:23:3é"), None);
+    }
+
+    #[test]
+    fn extreme_instants_format_without_overflow() {
+        for t in [i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1] {
+            assert!(!format(t).is_empty());
+            assert!(format_rfc3339(t).ends_with('Z'));
+        }
+        assert_eq!(
+            human_duration(i64::MIN),
+            format!("-{}h {:02}m", (i64::MIN.unsigned_abs()) / 3600, (i64::MIN.unsigned_abs()) % 3600 / 60)
+        );
+        assert!(human_duration(i64::MAX).ends_with('m'));
     }
 
     #[test]

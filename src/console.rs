@@ -33,14 +33,14 @@ impl Console {
         }
     }
 
-    /// Writes a `warning: ...` line to stderr.
+    /// Writes a `warning: ...` line to stderr (made [terminal-safe](terminal_safe)).
     pub fn warn(&mut self, text: &str) {
-        self.stderr(&format!("warning: {text}\n"));
+        self.stderr(&terminal_safe(&format!("warning: {text}\n")));
     }
 
-    /// Writes an error and its causes to stderr.
+    /// Writes an error and its causes to stderr (made [terminal-safe](terminal_safe)).
     pub fn error(&mut self, err: &(dyn StdError + 'static)) {
-        self.stderr(&render_error(err));
+        self.stderr(&terminal_safe(&render_error(err)));
     }
 
     fn stderr(&mut self, s: &str) {
@@ -64,6 +64,18 @@ impl Console {
     }
 }
 
+/// The longest line [`terminal_safe`] lets through, in characters.
+pub const MAX_LINE_CHARS: usize = 1500;
+
+/// The safety net under every error and warning: control characters (other than the newlines
+/// that separate lines) and bidirectional overrides are escaped, so that no text from a file, a
+/// command line or the cloud drives the terminal, and a line longer than [`MAX_LINE_CHARS`] is cut
+/// saying how much was left out. Messages quote user text with `error::shown` already; this
+/// catches what reaches a message some other way (a library's error, a backend's answer).
+pub fn terminal_safe(text: &str) -> String {
+    text.split('\n').map(|line| crate::error::clipped(line, MAX_LINE_CHARS)).collect::<Vec<_>>().join("\n")
+}
+
 /// `error: ...` plus `  caused by: ...` lines, newline-terminated.
 pub fn render_error(err: &(dyn StdError + 'static)) -> String {
     let mut s = format!("error: {err}\n");
@@ -84,6 +96,19 @@ mod tests {
     fn errors_show_their_cause_chain() {
         let err = Error::io("read", "/x/y", std::io::Error::from(std::io::ErrorKind::NotFound));
         assert_eq!(render_error(&err), "error: could not read `/x/y`\n  caused by: entity not found\n");
+    }
+
+    #[test]
+    fn errors_reach_the_terminal_escaped_and_cut() {
+        let err = Error::Refused(format!("a\u{1b}[2J\tb\r{}", "x".repeat(10_000)));
+        let shown = render_error(&err);
+        let safe = terminal_safe(&shown);
+        assert!(safe.starts_with("error: a\\u{1b}[2J\\tb\\r"), "{safe}");
+        assert!(safe.ends_with("x… (8522 more characters)\n"), "{safe}");
+        assert!(!safe.chars().any(|c| c.is_control() && c != '\n'), "{safe}");
+        assert!(safe.lines().all(|l| l.chars().count() <= MAX_LINE_CHARS + 30), "{safe}");
+        // The lines of a chain stay lines.
+        assert_eq!(terminal_safe("error: a\n  caused by: b\n"), "error: a\n  caused by: b\n");
     }
 
     #[test]

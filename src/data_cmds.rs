@@ -52,7 +52,7 @@ enum Direction {
 
 impl DevAmi {
     fn bucket(&self) -> Result<String> {
-        Ok(self.bp()?.pipeline_name()?.to_string())
+        Ok(self.bp()?.bucket()?.to_string())
     }
 
     /// `upload LOCAL [KEY]`.
@@ -174,14 +174,20 @@ fn files(n: usize) -> String {
 }
 
 /// What `upload` is given, with a one-line error when it does not exist.
+/// What an upload source is: a folder or a regular file (a FIFO or a device is refused before
+/// anything is sent, since reading it could block or never end).
 fn local_metadata(local: &Path) -> Result<std::fs::Metadata> {
-    std::fs::metadata(local).map_err(|e| match e.kind() {
+    let meta = std::fs::metadata(local).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Refused(format!(
             "`{}` does not exist; give the path of a file or folder to upload",
             local.display()
         )),
         _ => Error::io("read", local, e),
-    })
+    })?;
+    if !meta.is_dir() {
+        crate::state::check_regular(&meta).map_err(|e| Error::io("read", local, e))?;
+    }
+    Ok(meta)
 }
 
 /// Runs one backend call; an object-store transfer stopped by Ctrl-C is [`Error::Interrupted`].

@@ -39,11 +39,9 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// A name given to `init` breaks the naming rule.
-    #[error(
-        "invalid blueprint name `{name}`: use only lowercase letters, digits and dashes (`^[a-z0-9-]+$`), e.g. `my-analysis`"
-    )]
-    InvalidName { name: String },
+    /// A name given to `init` breaks the naming rule; `rule` says which part of it.
+    #[error("invalid blueprint name {}: {rule}, e.g. `my-analysis`", shown(name))]
+    InvalidName { name: String, rule: String },
 
     /// `init` refuses to overwrite an existing folder.
     #[error("`{}` already exists; choose another name or remove the folder first", path.display())]
@@ -70,7 +68,7 @@ pub enum Error {
     NoBackend { backend: String, command: String },
 
     /// Another devami process holds the blueprint's session lock.
-    #[error("blueprint `{}` is in use by another devami ({holder}); close that shell first, or work on a copy of the folder", dir.display())]
+    #[error("blueprint `{}` is in use by another devami ({}); close that shell first, or work on a copy of the folder", dir.display(), shown_raw(holder))]
     Locked { dir: PathBuf, holder: String },
 
     /// A session state file exists but cannot be read back.
@@ -92,7 +90,7 @@ pub enum Error {
     CheckFailed { errors: usize },
 
     /// A transcript's output differed from what it expects (tests and `run --check`).
-    #[error("output of step {step} (`{input}`) differs from the transcript:\n{diff}")]
+    #[error("output of step {step} ({}) differs from the transcript:\n{diff}", shown(input))]
     TranscriptMismatch { step: usize, input: String, diff: String },
 
     /// A backend call failed.
@@ -132,5 +130,105 @@ impl Error {
     /// Shorthand for an I/O error with its action and path.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io { action, path: path.into(), source }
+    }
+}
+
+/// How many characters of a user's text a message quotes.
+pub const SHOWN_CHARS: usize = 60;
+
+/// Whether a character must not reach a terminal as it is: control characters (escape sequences
+/// start with one) and the bidirectional overrides that reorder what a line seems to say.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Pushes `c` onto `out`, escaped (`\u{1b}`, `\n`, `\u{0}`) when it is [unsafe](is_unsafe_char).
+pub fn push_escaped(out: &mut String, c: char) {
+    if is_unsafe_char(c) {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
+    }
+}
+
+/// `s` with unsafe characters escaped, cut once the result holds `max` characters; with the
+/// number of characters of `s` left out.
+fn escape_cut(s: &str, max: usize) -> (String, usize) {
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut chars = s.chars();
+    for c in chars.by_ref() {
+        if shown >= max {
+            return (out, 1 + chars.count());
+        }
+        let before = out.len();
+        push_escaped(&mut out, c);
+        shown += out.get(before..).map_or(0, |p| p.chars().count());
+    }
+    (out, 0)
+}
+
+fn more_characters(n: usize) -> String {
+    format!("({n} more character{})", if n == 1 { "" } else { "s" })
+}
+
+/// User text for a message, without quotes: unsafe characters escaped, cut at [`SHOWN_CHARS`]
+/// characters with `…`. For text inside a message's own backticks; see [`shown`].
+pub fn shown_raw(s: &str) -> String {
+    let (mut out, more) = escape_cut(s, SHOWN_CHARS);
+    if more > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// User text for a message, in backticks: unsafe characters escaped, and cut at [`SHOWN_CHARS`]
+/// characters saying how many were left out: `` `xxx…` (1048516 more characters) ``.
+pub fn shown(s: &str) -> String {
+    match escape_cut(s, SHOWN_CHARS) {
+        (out, 0) => format!("`{out}`"),
+        (out, more) => format!("`{out}…` {}", more_characters(more)),
+    }
+}
+
+/// Text that may hold user text somewhere inside (a library's message, a line of a file):
+/// unsafe characters escaped, cut at `max` characters saying how many were left out.
+pub fn clipped(s: &str, max: usize) -> String {
+    match escape_cut(s, max) {
+        (out, 0) => out,
+        (out, more) => format!("{out}… {}", more_characters(more)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_is_escaped_and_cut() {
+        assert_eq!(shown("status"), "`status`");
+        assert_eq!(shown(""), "``");
+        assert_eq!(shown("a\u{1b}[2J\0b\u{202e}"), "`a\\u{1b}[2J\\u{0}b\\u{202e}`");
+        let long = "x".repeat(SHOWN_CHARS + 1000);
+        assert_eq!(shown(&long), format!("`{}…` (1000 more characters)", "x".repeat(SHOWN_CHARS)));
+        assert_eq!(shown_raw(&long), format!("{}…", "x".repeat(SHOWN_CHARS)));
+        assert_eq!(
+            shown(&"é".repeat(SHOWN_CHARS + 1)),
+            format!("`{}…` (1 more character)", "é".repeat(SHOWN_CHARS))
+        );
+        assert_eq!(shown(&"y".repeat(SHOWN_CHARS)), format!("`{}`", "y".repeat(SHOWN_CHARS)));
+        assert_eq!(clipped("abc\ndef", 5), "abc\\n… (3 more characters)");
+        assert_eq!(clipped("abc", 3), "abc");
+    }
+
+    #[test]
+    fn messages_quote_user_text_safely() {
+        let err = Error::InvalidName { name: "\u{1b}]0;x\u{7}".into(), rule: "r".into() };
+        assert_eq!(err.to_string(), "invalid blueprint name `\\u{1b}]0;x\\u{7}`: r, e.g. `my-analysis`");
+        let err = Error::Locked { dir: "d".into(), holder: format!("pid 1\u{1b}[2J{}", "z".repeat(100_000)) };
+        let msg = err.to_string();
+        assert!(msg.len() < 300 && !msg.contains('\u{1b}'), "{msg}");
+        let err = Error::TranscriptMismatch { step: 1, input: "status\0".into(), diff: "-a\n+b".into() };
+        assert_eq!(err.to_string(), "output of step 1 (`status\\u{0}`) differs from the transcript:\n-a\n+b");
     }
 }

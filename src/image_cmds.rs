@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::backend::{ImageRequest, ImageState};
+use crate::backend::{Image, ImageRequest, ImageState};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
@@ -20,6 +20,8 @@ use crate::wait::{self, Probe};
 
 /// How long an image may stay pending before the wait gives up (the image itself goes on).
 const IMAGE_DEADLINE: Duration = Duration::from_secs(4 * 3600);
+/// How long `history` and `status` spend, in all, asking about images recorded as pending.
+const REFRESH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Whether `name` is a valid AMI name (3–128 characters of letters, digits and `()[] ./-'@_`).
 pub fn valid_image_name(name: &str) -> bool {
@@ -43,9 +45,7 @@ impl DevAmi {
         let result = wait::poll(&what, IMAGE_DEADLINE, || {
             let cloud = self.cloud()?;
             let img = cloud.call("describing the image", cloud.backend.describe_image(image_id))?;
-            if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == image_id) {
-                rec.last_state = Some(img.state.to_string());
-            }
+            self.note_image(&img);
             self.persist()?;
             match img.state {
                 ImageState::Available => Ok(Probe::Done(())),
@@ -67,14 +67,60 @@ impl DevAmi {
         result
     }
 
+    /// Records what the cloud says of an image the session created: its state, and its size once
+    /// it is available (whichever command saw it become available).
+    pub(crate) fn note_image(&mut self, img: &Image) {
+        if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == img.id) {
+            rec.last_state = Some(img.state.to_string());
+            if img.state == ImageState::Available && img.size_bytes.is_some() {
+                rec.size_bytes = img.size_bytes;
+            }
+        }
+    }
+
+    /// [`DevAmi::note_image`] for an image the session records as `pending` (what `sweep` saw).
+    pub(crate) fn note_pending_image(&mut self, img: &Image) {
+        let pending = self.state().images.iter().rev().find(|r| r.id == img.id);
+        if pending.is_some_and(|r| r.last_state.as_deref() == Some("pending")) {
+            self.note_image(img);
+        }
+    }
+
+    /// Asks the cloud once about each image recorded as `pending` (what `history` and `status` show
+    /// would otherwise stay as a wait left it, e.g. one stopped by Ctrl-C or a killed shell) and
+    /// records the answers. Best effort: no answer within [`REFRESH_LIMIT`] in all, an error or no
+    /// cloud at all leaves a record as it was; Ctrl-C stops asking.
+    pub(crate) fn refresh_pending_images(&mut self) {
+        let pending: Vec<String> = self
+            .state()
+            .images
+            .iter()
+            .filter(|r| r.last_state.as_deref() == Some("pending"))
+            .map(|r| r.id.clone())
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + REFRESH_LIMIT;
+        for id in pending {
+            let Ok(cloud) = self.cloud() else { return };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match cloud.call_within(left, "describing a pending image", cloud.backend.describe_image(&id)) {
+                Ok(Some(img)) => self.note_image(&img),
+                Ok(None) | Err(Error::Interrupted) => return,
+                Err(_) => {}
+            }
+        }
+    }
+
     /// `create_devami(name)`.
     pub(crate) fn cmd_create_devami(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let name = a.str("name").unwrap_or_default().to_string();
         if !valid_image_name(&name) {
             return Err(Error::usage(format!(
-                "create_devami: invalid image name `{}`: use 3 to 128 letters, digits and ( ) [ ] . / - ' @ _ (e.g. `my-analysis-v1`)",
-                name.escape_debug()
+                "create_devami: invalid image name {}: use 3 to 128 letters, digits and ( ) [ ] . / - ' @ _ (e.g. `my-analysis-v1`)",
+                crate::error::shown(&name)
             )));
         }
         let pipeline = self.bp()?.pipeline_name().unwrap_or_default().to_string();
@@ -221,6 +267,9 @@ impl DevAmi {
             }
             other => other?,
         };
+        // A git lock left by an interrupted commit refuses the update before anything changed
+        // (not between the blueprint's rewrite and its commit).
+        journal.check_unlocked()?;
         let before =
             format!("automatic commit to document pipeline {file} before update at {}", python_now());
         journal.commit_file(&before)?;
@@ -241,7 +290,12 @@ impl DevAmi {
             python_now(),
             self.provenance(&ami, Some(img.name.as_str()).filter(|n| !n.is_empty())).join("\n")
         );
-        let new = journal.commit_file(&after)?;
+        let new = journal.commit_file(&after).map_err(|e| match e {
+            Error::Refused(why) => Error::Refused(format!(
+                "`{file}` now names image {ami}, but the change is not committed: {why}"
+            )),
+            other => other,
+        })?;
         lines.push(format!(
             "new commit has hash: {}",
             new.or_else(|| journal.head()).map(|o| o.to_string()).unwrap_or_default()

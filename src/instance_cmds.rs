@@ -23,6 +23,9 @@ const LAUNCH_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// How long to wait for an instance to stop or terminate.
 const STOP_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
+/// The longest lifetime (`--timeout`) and extension a command accepts, in minutes (about 69 days).
+const MAX_MINUTES: i64 = 100_000;
+
 /// What `check_clear` found.
 enum Clear {
     Yes(String),
@@ -193,19 +196,28 @@ impl DevAmi {
     /// The current instance, which must be running.
     pub(crate) fn require_running(&mut self) -> Result<String> {
         let id = self.current_instance()?;
-        let (ok, msg) = self.check_running_inner()?;
-        if !ok {
-            return Err(Error::Refused(format!("{msg} (start it with `start_devinstance`)")));
-        }
-        Ok(id)
+        let Some(current) = self.state().instance.clone() else {
+            return Err(Error::Refused("No instance declared".into()));
+        };
+        let inst = self.describe(&current)?;
+        let next = match inst.state {
+            InstanceState::Running => return Ok(id),
+            InstanceState::Stopped => "start it with `start_devinstance`",
+            InstanceState::Pending => "wait for it to be running (`get_instance_state`)",
+            InstanceState::Stopping => "wait for it to stop, then `start_devinstance`",
+            _ => "launch a new one with `launch_devinstance`",
+        };
+        Err(Error::Refused(format!("Instance {current} is {}, not safe to test ({next})", inst.state)))
     }
 
     /// `launch_devinstance(ami=None, volume_size=None, timeout=60, DryRun=False)`.
     pub(crate) fn cmd_launch(&mut self, a: &Args) -> Result<Output> {
         let bp = self.bp()?;
         let timeout = a.int("timeout").unwrap_or(60);
-        if timeout <= 0 || timeout > 100_000 {
-            return Err(Error::usage("launch_devinstance: timeout must be a positive integer (minutes)"));
+        if timeout <= 0 || timeout > MAX_MINUTES {
+            return Err(Error::usage(format!(
+                "launch_devinstance: timeout must be a positive integer (minutes) of at most 100,000, got {timeout}"
+            )));
         }
         let volume_size = match a.int("volume_size") {
             None => None,
@@ -276,7 +288,7 @@ impl DevAmi {
             timeout_minutes: Some(timeout as u32),
             last_state: Some(inst.state.to_string()),
             last_seen: Some(clock::now()),
-            launch_time: None,
+            launch_time: inst.launch_time,
             volume_gib: None,
             origin: "launched".into(),
         });
@@ -390,8 +402,10 @@ impl DevAmi {
     pub(crate) fn cmd_start(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let timeout = a.int("timeout").unwrap_or(60);
-        if timeout <= 0 || timeout > 100_000 {
-            return Err(Error::usage("start_devinstance: timeout must be a positive integer (minutes)"));
+        if timeout <= 0 || timeout > MAX_MINUTES {
+            return Err(Error::usage(format!(
+                "start_devinstance: timeout must be a positive integer (minutes) of at most 100,000, got {timeout}"
+            )));
         }
         let (running, msg) = self.check_running_inner()?;
         if running {
@@ -477,10 +491,10 @@ impl DevAmi {
     pub(crate) fn cmd_extend_lifetime(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let extra = a.int("additional_time").unwrap_or(0);
-        if extra <= 0 || extra > 100_000 {
-            return Err(Error::usage(
-                "extend_lifetime: additional_time must be a positive number of minutes",
-            ));
+        if extra <= 0 || extra > MAX_MINUTES {
+            return Err(Error::usage(format!(
+                "extend_lifetime: additional_time must be a positive number of minutes of at most 100,000, got {extra}"
+            )));
         }
         let dry_run = a.bool("dry_run").unwrap_or(false);
         let inst = self.describe(&id)?;
@@ -491,7 +505,7 @@ impl DevAmi {
             )));
         }
         let old = timeout_minutes(&inst)?;
-        let new = old + extra;
+        let new = old.saturating_add(extra);
         let cloud = self.cloud()?;
         match cloud.call(
             "extending the lifetime",
@@ -505,7 +519,7 @@ impl DevAmi {
             other => other?,
         }
         if let Some(rec) = self.state_mut().current_mut() {
-            rec.timeout_minutes = Some(new as u32);
+            rec.timeout_minutes = u32::try_from(new).ok();
         }
         let inst = self.describe(&id)?;
         Ok(Output::text(format!(
@@ -535,8 +549,9 @@ fn timeout_minutes(inst: &Instance) -> Result<i64> {
 pub fn lifetime_message(inst: &Instance, now: i64) -> Result<String> {
     let timeout = timeout_minutes(inst)?;
     let launched = inst.launch_time.unwrap_or(now);
-    let on = now - launched;
-    let left = launched + timeout * 60 - now;
+    // Saturating: the launch time and the tag come from the cloud and may be anything.
+    let on = now.saturating_sub(launched);
+    let left = launched.saturating_add(timeout.saturating_mul(60)).saturating_sub(now);
     Ok(format!(
         "Instance has been on for {} minutes and {} seconds. Will be stopped in {} minutes and {} seconds with the current timeout.",
         on.div_euclid(60),
@@ -544,4 +559,42 @@ pub fn lifetime_message(inst: &Instance, now: i64) -> Result<String> {
         left.div_euclid(60),
         left.rem_euclid(60)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(launch_time: Option<i64>, timeout: &str) -> Instance {
+        Instance {
+            id: "i-1".into(),
+            image_id: "ami-1".into(),
+            instance_type: "t2.micro".into(),
+            state: InstanceState::Running,
+            state_reason: None,
+            launch_time,
+            public_ip: None,
+            private_ip: None,
+            tags: [("Timeout".to_string(), timeout.to_string())].into(),
+            status_checks: None,
+        }
+    }
+
+    #[test]
+    fn lifetime_message_saturates_on_extreme_values() {
+        let msg = lifetime_message(&instance(Some(0), "2"), 70).unwrap();
+        assert!(
+            msg.contains("on for 1 minutes and 10 seconds") && msg.contains("in 0 minutes and 50 seconds"),
+            "{msg}"
+        );
+        let (max, min) = (i64::MAX.to_string(), i64::MIN.to_string());
+        for (t, timeout, now) in [
+            (Some(i64::MIN), "60", 1_700_000_000),
+            (Some(i64::MAX), "60", 1_700_000_000),
+            (Some(0), max.as_str(), 0),
+            (Some(0), min.as_str(), i64::MAX),
+        ] {
+            assert!(lifetime_message(&instance(t, timeout), now).is_ok());
+        }
+    }
 }

@@ -47,10 +47,11 @@ impl DevAmi {
                 "submit_job: `parallel` must be between 1 and 64, got {parallel}"
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        let text =
+            crate::state::read_regular_text(Path::new(&path)).map_err(|e| Error::io("read", &path, e))?;
         let sub = submit::parse_submit(Path::new(&path), &text)?;
         let bp = self.bp()?;
-        let bucket = bp.pipeline_name()?.to_string();
+        let bucket = bp.bucket()?.to_string();
         let template = bp.command()?.to_string();
         let instance = self.require_running()?;
         // Everything is checked before anything is sent.
@@ -260,14 +261,17 @@ impl DevAmi {
         }
         let all = cloud.call("listing the bucket", cloud.backend.list_objects(bucket, ""))?;
         let close: Vec<String> =
-            closest(name, all.iter().map(|o| o.key.as_str())).into_iter().map(|k| format!("`{k}`")).collect();
+            closest(name, all.iter().map(|o| o.key.as_str())).into_iter().map(crate::error::shown).collect();
         let hint = if close.is_empty() {
             let folder = if what == "config" { "configs" } else { "inputs" };
             format!("upload it first, e.g. `upload LOCAL_FILE GROUP/{folder}/NAME`")
         } else {
             format!("closest keys: {}", close.join(", "))
         };
-        Err(Error::Refused(format!("{what} `{name}` is not in bucket `{bucket}`; {hint}")))
+        Err(Error::Refused(format!(
+            "{what} {} is not in bucket `{bucket}`; {hint}",
+            crate::error::shown(name)
+        )))
     }
 
     /// `jobs`: every job of the session, unfinished ones read afresh.
@@ -299,11 +303,7 @@ impl DevAmi {
             .iter()
             .map(|&i| {
                 let j = &jobs[i];
-                let duration = match (j.started, j.ended) {
-                    (Some(s), Some(e)) => clock::human_duration(e - s),
-                    (Some(s), None) => format!("{} so far", clock::human_duration(clock::now() - s)),
-                    _ => "-".into(),
-                };
+                let duration = duration_text(j.started, j.ended, clock::now());
                 vec![
                     format!("{} ({})", i, i as i64 - n),
                     j.command_id.clone(),
@@ -371,7 +371,7 @@ impl DevAmi {
     fn analysis_status(&mut self, job: &JobRecord) -> Result<Option<(String, String)>> {
         let (Some(data), Some(dir)) = (&job.dataset, &job.result_dir) else { return Ok(None) };
         let Ok(key) = submit::status_key(data, dir) else { return Ok(None) };
-        let bucket = self.bp()?.pipeline_name()?.to_string();
+        let bucket = self.bp()?.bucket()?.to_string();
         let cloud = self.cloud()?;
         let bytes = match cloud.call("reading the status object", cloud.backend.get_object(&bucket, &key)) {
             Ok(b) => b,
@@ -441,7 +441,7 @@ impl DevAmi {
         stream: &str,
         report: &mut Option<JobReport>,
     ) -> Result<Option<(String, bool)>> {
-        let bucket = self.bp()?.pipeline_name()?.to_string();
+        let bucket = self.bp()?.bucket()?.to_string();
         let key = output_key(&job.command_id, &job.instance_id, stream);
         let cloud = self.cloud()?;
         match cloud.call("reading the job output", cloud.backend.get_object(&bucket, &key)) {
@@ -606,7 +606,7 @@ impl DevAmi {
             args.set("local", Value::Str(local.to_string()));
             return self.cmd_download(&args);
         }
-        let bucket = self.bp()?.pipeline_name()?.to_string();
+        let bucket = self.bp()?.bucket()?.to_string();
         let cloud = self.cloud()?;
         let objects = cloud.call("listing the bucket", cloud.backend.list_objects(&bucket, &prefix))?;
         let rows: Vec<Vec<String>> = objects
@@ -705,12 +705,13 @@ impl DevAmi {
         let id = self.require_running()?;
         let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
         let ip = self.state().ip.clone();
+        let blueprint = self.blueprint_dir_abs()?;
         let cloud = self.cloud()?;
         let mut cmd = cloud
             .backend
-            .shell_command(&id, ip.as_deref(), &wd, Some(&command))
+            .shell_command(&id, ip.as_deref(), &wd, Some(&command), Some(&blueprint))
             .map_err(|source| Error::Backend { op: "preparing the command", source })?;
-        cmd.env("DEVAMI_BLUEPRINT", self.blueprint_dir_abs()?);
+        cmd.env("DEVAMI_BLUEPRINT", &blueprint);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| Error::io("run", "the instance's shell", e))?;
         let stderr = child.stderr.take();
@@ -762,12 +763,13 @@ impl DevAmi {
         let id = self.require_running()?;
         let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
         let ip = self.state().ip.clone();
+        let blueprint = self.blueprint_dir_abs()?;
         let cloud = self.cloud()?;
         let mut cmd = cloud
             .backend
-            .shell_command(&id, ip.as_deref(), &wd, None)
+            .shell_command(&id, ip.as_deref(), &wd, None, Some(&blueprint))
             .map_err(|source| Error::Backend { op: "preparing the shell", source })?;
-        cmd.env("DEVAMI_BLUEPRINT", self.blueprint_dir_abs()?);
+        cmd.env("DEVAMI_BLUEPRINT", &blueprint);
         self.console.print(&format!("connected to {id}; `exit` or Ctrl-D returns to devami"));
         let status = cmd.status().map_err(|e| Error::io("run", "the instance's shell", e))?;
         interrupt::clear();
@@ -842,6 +844,16 @@ const HALT_WAIT: Duration = Duration::from_secs(180);
 /// Where the invocation record's copy of the output came from, said after showing it.
 const INLINE_NOTE: &str = "(from the command's invocation record, which keeps at most 24,000 characters of stdout and 8,000 of stderr; the full output lands in the bucket when the command ends)";
 
+/// A job's duration for the table: `3m 07s`, `12s so far`, or `-` before it started. Saturating:
+/// the times come from the state file and the cloud, and may be anything.
+fn duration_text(started: Option<i64>, ended: Option<i64>, now: i64) -> String {
+    match (started, ended) {
+        (Some(s), Some(e)) => clock::human_duration(e.saturating_sub(s)),
+        (Some(s), None) => format!("{} so far", clock::human_duration(now.saturating_sub(s))),
+        _ => "-".into(),
+    }
+}
+
 /// How long `job_status --wait` waits: the blueprint's SSM_TIMEOUT plus a minute.
 fn job_deadline(s: &DevAmi) -> u64 {
     s.bp().ok().and_then(|b| b.ssm_timeout().ok()).unwrap_or(172_800) + 60
@@ -860,5 +872,15 @@ mod tests {
         assert_eq!(last_lines("a\nb", None), "a\nb");
         // 2026-11-25 13:23:38 UTC
         assert_eq!(cli_timestamp(1_795_613_018), "38231325Nov26");
+    }
+
+    #[test]
+    fn durations_of_extreme_times_saturate() {
+        assert_eq!(duration_text(Some(10), Some(197), 0), "3m 07s");
+        assert_eq!(duration_text(Some(10), None, 22), "12s so far");
+        assert_eq!(duration_text(None, Some(5), 22), "-");
+        assert!(duration_text(Some(i64::MIN), Some(i64::MAX), 0).ends_with('m'));
+        assert!(duration_text(Some(i64::MAX), Some(i64::MIN), 0).starts_with('-'));
+        assert!(duration_text(Some(i64::MIN), None, 1_700_000_000).ends_with("so far"));
     }
 }

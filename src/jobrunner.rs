@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{JobReport, JobState};
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::localhome::{Home, read_json, write_json};
+use crate::localhome::{Home, read_json, read_json_any, write_json};
 use crate::sandbox::{self, InstanceEnv, Sandbox};
 
 /// SSM's default `executionTimeout` (seconds), used when a job gives 0.
@@ -225,13 +225,19 @@ fn spawn_supervisor(home: &Home, command_id: &str) -> Result<()> {
         .env_remove("DEVAMI_INSTANCE_ID")
         .env_remove("DEVAMI_INSTANCE_DIR")
         .env_remove("DEVAMI_COMMAND_ID");
+    // A supervisor outlives the shell: it keeps none of the developer's AWS settings or secrets.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(name);
+        }
+    }
     spawn_detached(cmd, &supervisor_log(home, command_id))
 }
 
 /// Starts `cmd` in a session of its own with init as its parent (through a second fork), stdin
 /// from /dev/null, stdout and stderr appended to `log`, in `/`: the shell can exit (or be killed)
 /// without taking the process along, and leaves no zombie behind.
-fn spawn_detached(mut cmd: Command, log: &Path) -> Result<()> {
+pub(crate) fn spawn_detached(mut cmd: Command, log: &Path) -> Result<()> {
     let out =
         OpenOptions::new().create(true).append(true).open(log).map_err(|e| Error::io("open", log, e))?;
     let err = out.try_clone().map_err(|e| Error::io("open", log, e))?;
@@ -410,7 +416,7 @@ fn check_instance(home: &Home, instance_id: &str) -> InstanceCheck {
             InstanceCheck::NotRunning(format!("instance {what} while the command was running{reason}"))
         }
         Ok(inst) => match inst.tags.get("Timeout").and_then(|t| t.trim().parse::<i64>().ok()) {
-            Some(minutes) if inst.launch_time + minutes * 60 < clock::now() => {
+            Some(minutes) if inst.launch_time.saturating_add(minutes.saturating_mul(60)) < clock::now() => {
                 InstanceCheck::LifetimeOver(format!("lifetime of {minutes} minutes expired"))
             }
             _ => InstanceCheck::Fine,
@@ -445,7 +451,7 @@ fn run(home: &Home, meta: &JobMeta, stop: &StopFn) -> Result<()> {
         }
     }
 
-    let env: Vec<(String, String)> = match read_json(&env_path(home, id)) {
+    let env: Vec<(String, String)> = match read_json_any(&env_path(home, id)) {
         Ok(env) => env,
         Err(e) => {
             eprintln!("{e}; the job runs without the endpoint environment");
@@ -458,6 +464,7 @@ fn run(home: &Home, meta: &JobMeta, stop: &StopFn) -> Result<()> {
         instance_dir: home.instance_dir(iid),
         shims: sandbox::install_shims(home)?,
         env,
+        visible: None,
     };
     ienv.env.push(("DEVAMI_COMMAND_ID".into(), id.clone()));
     let argv = vec!["bash".to_string(), "-c".to_string(), meta.commands.join("\n")];
@@ -686,7 +693,7 @@ pub fn report(home: &Home, command_id: &str) -> Result<JobReport> {
                 detail = Some("the job supervisor died".into());
                 ended = None;
             }
-            None if clock::now() - meta.submitted > START_GRACE_SECS => {
+            None if clock::now().saturating_sub(meta.submitted) > START_GRACE_SECS => {
                 state = JobState::Failed;
                 detail = Some(format!(
                     "the job supervisor did not start (see `{}`)",
@@ -1246,7 +1253,7 @@ mod tests {
         assert_eq!(stored.state, "Pending");
         let mode = fs::metadata(env_path(&f.home, &meta.command_id)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let back: Vec<(String, String)> = read_json(&env_path(&f.home, &meta.command_id)).unwrap();
+        let back: Vec<(String, String)> = read_json_any(&env_path(&f.home, &meta.command_id)).unwrap();
         assert_eq!(back, env);
         assert!(matches!(submit(&f.home, meta, &env), Err(Error::Refused(_))));
     }

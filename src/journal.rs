@@ -7,10 +7,19 @@
 //! for it. Works when the blueprint sits in a subfolder of the repository. The committer comes
 //! from git configuration (`user.name`, `user.email`); without one, `devami <devami@localhost>`.
 //! This is the only module that knows git2.
+//!
+//! A commit is written so that a process killed at any point leaves a consistent repository: the
+//! objects first (blob, tree, commit: unreferenced until the end), then the index entry of the
+//! blueprint, then the branch. Killed before the branch moves, the blueprint's new content is
+//! only staged (what `git status` shows, matching the file; the next commit includes it), never
+//! a branch ahead of an index that would stage the old content back. git's lock files
+//! (`.git/index.lock`, `.git/refs/heads/<branch>.lock`) carry no owner; one a killed writer left
+//! would block every later commit, so a commit first looks for them and refuses, changing nothing,
+//! with the lock's path and how to remove it once no git command is running.
 
 use std::path::{Path, PathBuf};
 
-use git2::{Oid, Repository, Signature};
+use git2::{ErrorCode, Oid, Repository, Signature};
 
 use crate::error::{Error, Result};
 
@@ -28,6 +37,30 @@ pub const FALLBACK_EMAIL: &str = "devami@localhost";
 
 fn git_err(what: &str, path: &Path, e: git2::Error) -> Error {
     Error::Refused(format!("git: could not {what} in `{}`: {}", path.display(), e.message()))
+}
+
+/// The refusal for a lock file of the repository that exists: who may have left it, how to remove
+/// it, and what became of the commit (`outcome`).
+fn locked(lock: &Path, outcome: &str) -> Error {
+    Error::Refused(format!(
+        "git: `{}` exists, so {outcome}: a git command is running in the repository, or one was \
+         interrupted (a killed `update_blueprint` or `git commit`) and left its lock file behind; if \
+         no git command is running, remove it (`rm {}`) and retry",
+        lock.display(),
+        crate::parse::shell_quote(&lock.to_string_lossy())
+    ))
+}
+
+/// What became of a commit whose branch could not be moved.
+const STAGED_ONLY: &str = "nothing was committed (the blueprint's new content is staged: \
+                           `git status` shows it, and the next commit includes it)";
+
+/// The lock file a git2 error names (`failed to lock file '…/index.lock' for writing`).
+fn lock_in(e: &git2::Error) -> Option<PathBuf> {
+    let message = e.message();
+    let start = message.find('\'')? + 1;
+    let end = start + message[start..].find('\'')?;
+    Some(PathBuf::from(&message[start..end])).filter(|p| p.to_string_lossy().ends_with(".lock"))
 }
 
 impl Journal {
@@ -71,7 +104,9 @@ impl Journal {
     }
 
     /// Commits the blueprint file's current content with `message`, and nothing else.
-    /// Returns `None` when the file is unchanged since HEAD (no empty commits).
+    /// Returns `None` when the file is unchanged since HEAD (no empty commits). A lock file of the
+    /// index or of the branch refuses the commit before anything is written
+    /// ([`Journal::check_unlocked`]).
     pub fn commit_file(&self, message: &str) -> Result<Option<Oid>> {
         let wd = self.repo.workdir().unwrap_or(Path::new(".")).to_path_buf();
         let content =
@@ -88,6 +123,7 @@ impl Journal {
             }
             index.read_tree(&tree).map_err(|e| git_err("read HEAD", &wd, e))?;
         }
+        self.check_unlocked()?;
         let mode = std::fs::metadata(wd.join(&self.rel))
             .map(|m| {
                 use std::os::unix::fs::PermissionsExt;
@@ -113,15 +149,55 @@ impl Journal {
         let tree = self.repo.find_tree(tree_id).map_err(|e| git_err("write a tree", &wd, e))?;
         let sig = self.signature()?;
         let parents: Vec<&git2::Commit> = head_commit.iter().collect();
-        let oid = self
-            .repo
-            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-            .map_err(|e| git_err("commit", &wd, e))?;
-        // Refresh the real index for this one path only, so `git status` shows it clean.
+        // The real index first, for this one path only (so `git status` shows it clean once the
+        // branch moves), then the branch: see the module's documentation for why in this order.
         let mut real = self.repo.index().map_err(|e| git_err("read the index", &wd, e))?;
         real.add_path(&self.rel).map_err(|e| git_err("update the index", &wd, e))?;
-        real.write().map_err(|e| git_err("write the index", &wd, e))?;
+        real.write().map_err(|e| match e.code() {
+            ErrorCode::Locked => self.locked_by(&e, "nothing was changed"),
+            _ => git_err("write the index", &wd, e),
+        })?;
+        let oid =
+            self.repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents).map_err(|e| {
+                match e.code() {
+                    ErrorCode::Locked => self.locked_by(&e, STAGED_ONLY),
+                    _ => git_err("commit", &wd, e),
+                }
+            })?;
         Ok(Some(oid))
+    }
+
+    /// Refuses, changing nothing, when a lock file a commit would need exists (the index's, HEAD's
+    /// or the branch's): see [`locked`].
+    pub fn check_unlocked(&self) -> Result<()> {
+        match self.lock_files().into_iter().find(|l| l.exists()) {
+            Some(lock) => Err(locked(&lock, "nothing was changed")),
+            None => Ok(()),
+        }
+    }
+
+    /// The lock files a commit would take: the index's, HEAD's, and the branch HEAD names.
+    fn lock_files(&self) -> Vec<PathBuf> {
+        let mut locks = vec![self.index_lock(), self.repo.path().join("HEAD.lock")];
+        if let Some(branch) =
+            self.repo.find_reference("HEAD").ok().and_then(|r| r.symbolic_target().map(str::to_string))
+        {
+            locks.push(self.repo.commondir().join(format!("{branch}.lock")));
+        }
+        locks
+    }
+
+    fn index_lock(&self) -> PathBuf {
+        self.repo.path().join("index.lock")
+    }
+
+    /// [`locked`] for a git2 error about a lock: the file it names, else the index's or the
+    /// branch's that exists.
+    fn locked_by(&self, e: &git2::Error, outcome: &str) -> Error {
+        let lock = lock_in(e)
+            .or_else(|| self.lock_files().into_iter().find(|l| l.exists()))
+            .unwrap_or_else(|| self.index_lock());
+        locked(&lock, outcome)
     }
 
     fn signature(&self) -> Result<Signature<'static>> {
@@ -130,5 +206,59 @@ impl Journal {
             Err(_) => Signature::now(FALLBACK_NAME, FALLBACK_EMAIL)
                 .map_err(|e| Error::Refused(format!("git: cannot make a signature: {}", e.message()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "stack_config_template.json";
+
+    #[test]
+    fn a_lock_file_left_behind_refuses_the_commit_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join(FILE);
+        std::fs::write(&file, "{}\n").unwrap();
+        let journal = Journal::init(tmp.path(), &file).unwrap();
+        let first = journal.commit_file("first").unwrap().expect("a first commit");
+        let branch = journal.repo.find_reference("HEAD").unwrap().symbolic_target().unwrap().to_string();
+        std::fs::write(&file, "{\"AMI\": \"ami-1\"}\n").unwrap();
+        let git = tmp.path().join(".git");
+        let index_before = std::fs::read(git.join("index")).unwrap();
+        for lock in ["index.lock".to_string(), "HEAD.lock".to_string(), format!("{branch}.lock")] {
+            let lock = git.join(lock);
+            std::fs::write(&lock, "").unwrap();
+            let err = journal.commit_file("second").unwrap_err().to_string();
+            assert!(err.contains(&format!("`{}` exists", lock.display())), "{err}");
+            assert!(err.contains("nothing was changed") && err.contains("interrupted"), "{err}");
+            assert!(err.contains(&format!("remove it (`rm {}`)", lock.display())), "{err}");
+            assert!(journal.check_unlocked().is_err());
+            assert_eq!(journal.head(), Some(first));
+            assert_eq!(std::fs::read(git.join("index")).unwrap(), index_before);
+            std::fs::remove_file(&lock).unwrap();
+        }
+        journal.check_unlocked().unwrap();
+        let second = journal.commit_file("second").unwrap().expect("a second commit");
+        assert_eq!(journal.head(), Some(second));
+        let repo = Repository::open(tmp.path()).unwrap();
+        assert_eq!(repo.status_file(Path::new(FILE)).unwrap(), git2::Status::CURRENT);
+        // Nothing to commit: a lock does not matter.
+        std::fs::write(git.join("index.lock"), "").unwrap();
+        assert_eq!(journal.commit_file("third").unwrap(), None);
+    }
+
+    #[test]
+    fn the_lock_a_git2_error_names_is_found() {
+        let e = git2::Error::new(
+            ErrorCode::Locked,
+            git2::ErrorClass::Os,
+            "failed to lock file '/x y/.git/refs/heads/master.lock' for writing",
+        );
+        assert_eq!(lock_in(&e), Some(PathBuf::from("/x y/.git/refs/heads/master.lock")));
+        let e = git2::Error::new(ErrorCode::Locked, git2::ErrorClass::Os, "no path 'here'");
+        assert_eq!(lock_in(&e), None);
+        let text = locked(Path::new("/x y/.git/index.lock"), "nothing was changed").to_string();
+        assert!(text.contains("(`rm '/x y/.git/index.lock'`)"), "{text}");
     }
 }

@@ -353,7 +353,34 @@ pub fn snapshot(
     layers: &[String],
     progress: &mut dyn FnMut(TreeStats),
 ) -> Result<Snapshot> {
-    snapshot_with(home, instance_id, layers, MAX_LAYERS, progress)
+    snapshot_with(home, instance_id, layers, MAX_LAYERS, None, progress)
+}
+
+/// [`snapshot`] into the layer id `layer`, which the caller drew (`Home::new_id("layer")`) and
+/// recorded beforehand, so that the partial copy of a snapshot whose process died can be found
+/// and removed ([`remove_partial_layer`]).
+pub fn snapshot_into(
+    home: &Home,
+    instance_id: &str,
+    layers: &[String],
+    layer: &str,
+    progress: &mut dyn FnMut(TreeStats),
+) -> Result<Snapshot> {
+    check_id(layer)?;
+    snapshot_with(home, instance_id, layers, MAX_LAYERS, Some(layer.to_string()), progress)
+}
+
+/// Removes what a snapshot into `layer` that never finished (its process died) copied so far:
+/// `layers/.tmp-<layer>`. The complete layer, if the copy got that far, is left alone.
+pub fn remove_partial_layer(home: &Home, layer: &str) -> Result<()> {
+    check_id(layer)?;
+    let tmp = home.layer_dir(&format!(".tmp-{layer}"));
+    remove_tree(&tmp).map_err(|e| Error::io("delete", &tmp, e))
+}
+
+/// The mode of an instance's filesystem, as recorded when it was made.
+pub fn instance_mode(home: &Home, instance_id: &str) -> Result<FsMode> {
+    Ok(Paths::new(home, instance_id)?.record()?.mode)
 }
 
 fn snapshot_with(
@@ -361,14 +388,18 @@ fn snapshot_with(
     instance_id: &str,
     layers: &[String],
     max_layers: usize,
+    layer: Option<String>,
     progress: &mut dyn FnMut(TreeStats),
 ) -> Result<Snapshot> {
     let p = Paths::new(home, instance_id)?;
     // The id first: never hold the home's lock and the instance's together (callers may hold the
     // home's lock while mounting).
-    let layer = {
-        let lock = home.lock()?;
-        home.new_id("layer", &lock)?
+    let layer = match layer {
+        Some(layer) => layer,
+        None => {
+            let lock = home.lock()?;
+            home.new_id("layer", &lock)?
+        }
     };
     let _lock = p.lock()?;
     let record = p.record()?;
@@ -1361,7 +1392,7 @@ mod tests {
                 if step > 0 {
                     fs::remove_file(r.join(format!("f{}", step - 1))).unwrap();
                 }
-                let s = snapshot_with(h, "i-1", &layers, 2, &mut |_| {}).unwrap();
+                let s = snapshot_with(h, "i-1", &layers, 2, None, &mut |_| {}).unwrap();
                 assert_eq!(s.layers, layers_after(mode, &layers, &s.layer, 2));
                 layers = s.layers;
                 assert!(layers.len() <= 2, "{layers:?}");

@@ -14,6 +14,7 @@ pub mod command;
 pub mod console;
 pub mod data_cmds;
 pub mod error;
+pub mod faults;
 pub mod image_cmds;
 pub mod instance_cmds;
 pub mod interrupt;

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::blueprint::{
     Blueprint, Placeholder, SSM_TIMEOUT_MAX, SSM_TIMEOUT_USUAL, describe, placeholders, positional_count,
 };
-use crate::error::Error;
+use crate::error::{Error, shown};
 use crate::output;
 
 /// How bad a finding is.
@@ -90,7 +90,14 @@ pub fn check_dir(dir: &Path) -> Vec<Finding> {
                 Error::BlueprintKey { json_path, .. } => json_path.clone(),
                 _ => String::new(),
             };
-            vec![Finding { severity: Severity::Error, json_path, message: e.to_string(), fix: String::new() }]
+            // The whole chain: `could not read ...: Is a directory`, as the session shows it.
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            vec![Finding { severity: Severity::Error, json_path, message, fix: String::new() }]
         }
     }
 }
@@ -113,6 +120,8 @@ pub fn render(dir: &Path, findings: &[Finding]) -> String {
         }
         out.push('\n');
     }
+    // Findings quote the blueprint's values: the same safety net as `Console::error`.
+    let mut out = crate::console::terminal_safe(&out);
     let (errors, warnings) = counts(findings);
     out.push_str(&format!("{}: {}", dir.display(), verdict(errors, warnings)));
     out
@@ -171,12 +180,23 @@ pub fn is_ami_alias(s: &str) -> bool {
 /// Why `name` cannot be a NeuroCAAS analysis bucket: S3's bucket naming rules plus the build
 /// scripts' `^[a-z0-9-]+$`. `None` when it is fine.
 pub fn bucket_name_problem(name: &str) -> Option<String> {
+    bucket_problem(name, true)
+}
+
+/// Why S3 would refuse `name` as a bucket name (its naming rules only: dots are allowed). `None`
+/// when S3 accepts it. The data commands check this before any call, so that a bad
+/// `PipelineName` is named as such rather than answered by an HTTP 400.
+pub fn s3_bucket_problem(name: &str) -> Option<String> {
+    bucket_problem(name, false)
+}
+
+fn bucket_problem(name: &str, neurocaas: bool) -> Option<String> {
     let len = name.chars().count();
     if let Some(c) = name.chars().find(|c| c.is_ascii_uppercase()) {
         return Some(format!("has the uppercase letter `{c}`; bucket names are lowercase"));
     }
     if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.')) {
-        let c = if c == ' ' { "space".to_string() } else { format!("character `{c}`") };
+        let c = if c == ' ' { "space".to_string() } else { format!("character {}", shown(&c.to_string())) };
         return Some(format!("has a {c}; bucket names use only lowercase letters, digits and dashes"));
     }
     if !(3..=63).contains(&len) {
@@ -193,7 +213,7 @@ pub fn bucket_name_problem(name: &str) -> Option<String> {
     if name.contains("..") {
         return Some("has two dots in a row, which S3 refuses in bucket names".to_string());
     }
-    if name.contains('.') {
+    if neurocaas && name.contains('.') {
         return Some(
             "has a dot; S3 allows it, but the NeuroCAAS build scripts accept only lowercase letters, \
              digits and dashes (`^[a-z0-9-]+$`)"
@@ -266,13 +286,9 @@ fn placeholder_message(s: &str) -> String {
     format!("placeholder text \"{}\" left in", shorten(s, 70))
 }
 
-/// `s`, cut to `max` characters with `...` when longer.
+/// `s`, control characters escaped, cut to `max` characters saying how many were left out.
 fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() > max {
-        s.chars().take(max - 3).chain("...".chars()).collect()
-    } else {
-        s.to_string()
-    }
+    crate::error::clipped(s, max)
 }
 
 fn counts(findings: &[Finding]) -> (usize, usize) {
@@ -380,7 +396,7 @@ impl<'a> Review<'a> {
         } else if let Some(problem) = bucket_name_problem(name) {
             self.error(
                 P,
-                format!("`{name}` {problem}"),
+                format!("{} {problem}", shown(name)),
                 format!("use a name like `{}`; {naming}", suggest_name(name)),
             );
         } else if name == "templatestack" {
@@ -409,7 +425,8 @@ impl<'a> Review<'a> {
             self.error(
                 "STAGE",
                 format!(
-                    "`{stage}` is not a stage the deploy builder knows (`develop`, `webdev`, `websubstack`)"
+                    "{} is not a stage the deploy builder knows (`develop`, `webdev`, `websubstack`)",
+                    shown(stage)
                 ),
                 fix,
             );
@@ -428,7 +445,7 @@ impl<'a> Review<'a> {
             } else if !is_region(region) {
                 self.error(
                     path,
-                    format!("`{region}` is not an AWS region name"),
+                    format!("{} is not an AWS region name", shown(region)),
                     "use a region name such as `us-east-1`",
                 );
             } else {
@@ -501,7 +518,8 @@ impl<'a> Review<'a> {
         }
         if is_ami_alias(ami) {
             let message = format!(
-                "`{ami}` is an alias: `launch_devinstance` can start from it, but deploying needs an image id"
+                "{} is an alias: `launch_devinstance` can start from it, but deploying needs an image id",
+                shown(ami)
             );
             let fix = "install the analysis on a development instance, save the image with \
                        `create_devami NAME`, then record it with `update_blueprint`";
@@ -513,7 +531,8 @@ impl<'a> Review<'a> {
             placeholder_message(ami)
         } else {
             format!(
-                "`{ami}` is neither an image id (`ami-` and 8 or 17 hex digits) nor a known alias (`{}`)",
+                "{} is neither an image id (`ami-` and 8 or 17 hex digits) nor a known alias (`{}`)",
+                shown(ami),
                 AMI_ALIASES.join("`, `")
             )
         };
@@ -530,7 +549,11 @@ impl<'a> Review<'a> {
         } else if is_placeholder(ty) {
             self.error(&path, placeholder_message(ty), fix);
         } else if !is_instance_type(ty) {
-            self.error(&path, format!("`{ty}` is not shaped like an instance type (`family.size`)"), fix);
+            self.error(
+                &path,
+                format!("{} is not shaped like an instance type (`family.size`)", shown(ty)),
+                fix,
+            );
         }
     }
 
@@ -620,8 +643,11 @@ impl<'a> Review<'a> {
         let why = "SSM starts every job command in it";
         let Some(dir) = self.string(&path, Some((Severity::Error, why)), "\"~\"") else { return };
         if !(dir.starts_with('/') || dir.starts_with('~')) {
-            let shown =
-                if dir.is_empty() { "is empty".to_string() } else { format!("`{dir}` is a relative path") };
+            let shown = if dir.is_empty() {
+                "is empty".to_string()
+            } else {
+                format!("{} is a relative path", shown(dir))
+            };
             self.warning(
                 &path,
                 format!("{shown}; SSM resolves it against a directory you do not control"),
@@ -771,13 +797,13 @@ impl<'a> Review<'a> {
             } else if let Some(problem) = affiliate_name_problem(name) {
                 self.error(
                     &name_path,
-                    format!("`{name}` {problem}"),
+                    format!("{} {problem}", shown(name)),
                     format!("use a name like `{}`; {rule}", suggest_name(name)),
                 );
             } else if !seen.insert(name) {
                 self.warning(
                     &name_path,
-                    format!("`{name}` is listed twice"),
+                    format!("{} is listed twice", shown(name)),
                     "merge the two entries into one",
                 );
             }
@@ -828,7 +854,7 @@ fn affiliate_name_problem(name: &str) -> Option<String> {
         return Some("is empty".to_string());
     }
     if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
-        return Some(format!("has the character `{c}`"));
+        return Some(format!("has the character {}", shown(&c.to_string())));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Some("starts or ends with a dash".to_string());
@@ -1375,6 +1401,25 @@ mod tests {
         assert_eq!(f[0].json_path, "(top level)");
         std::fs::write(tmp.path().join(crate::blueprint::BLUEPRINT_FILE), "{,}").unwrap();
         assert!(check_dir(tmp.path())[0].message.contains("line 1, column 2"));
+        // The reason is kept: `could not read ...: Is a directory`.
+        std::fs::remove_file(tmp.path().join(crate::blueprint::BLUEPRINT_FILE)).unwrap();
+        std::fs::create_dir(tmp.path().join(crate::blueprint::BLUEPRINT_FILE)).unwrap();
+        let f = check_dir(tmp.path());
+        assert!(
+            f[0].message.starts_with("could not read") && f[0].message.contains(": Is a directory"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn findings_quote_huge_and_hostile_values_shortly() {
+        let f = with(|d| {
+            lc(d).insert("AMI".into(), json!("x".repeat(1 << 20)));
+            lc(d).insert("INSTANCE_TYPE".into(), json!("\u{1b}[2J"));
+        });
+        let out = render(Path::new("b"), &f);
+        assert!(out.contains("more characters) is neither an image id"), "{}", &out[..out.len().min(500)]);
+        assert!(out.len() < 2000 && !out.contains('\u{1b}'), "{}", &out[..out.len().min(500)]);
     }
 
     #[test]

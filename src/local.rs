@@ -8,10 +8,22 @@
 //! State transitions follow EC2's rules and names; every change of a document happens under the
 //! home's lock. Lifetimes are enforced the way the NeuroCAAS account guard does: an instance past
 //! its `Timeout` is stopped (on any describe, and by the supervisors of its running jobs).
+//!
+//! Where the files must be copied (copy mode, see `layers.rs`), a launch and an image answer at
+//! once with a `pending` instance or image, as EC2 does, and a detached builder process
+//! (`devami __build`, started with [`spawn_builder`]) copies the files and makes the instance
+//! `running` or the image `available`: the caller records the id before any copy begins, and
+//! killing it (SIGKILL, a closed terminal) neither loses the id nor stops the copy half-way. In
+//! overlay mode the same steps run in the caller (they take milliseconds). Either way the
+//! resource records its builder (pid and since when); a describe that finds a pending resource
+//! whose builder died (the machine rebooted, the builder was killed) fails the image or
+//! terminates the instance, naming the builder, and removes the partial copy
+//! (`layers/.tmp-<layer>`, `instances/<id>/.root.tmp`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +69,31 @@ pub struct InstanceMeta {
     /// The image's layers the instance's filesystem sits on (oldest first).
     #[serde(default)]
     pub layers: Vec<String>,
+    /// While pending: the process making its filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<Builder>,
+}
+
+/// The process building a pending resource's files (a launch's filesystem, a snapshot's layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Builder {
+    pub pid: u32,
+    /// When it took the work on, epoch seconds of the wall clock.
+    pub since: i64,
+}
+
+impl Builder {
+    fn me() -> Builder {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Builder { pid: std::process::id(), since: i64::try_from(since).unwrap_or(i64::MAX) }
+    }
+
+    /// Whether the builder may still be at work: its process lives and started before it took
+    /// the work on (a later process with the same pid is not the builder).
+    fn alive(&self) -> bool {
+        let since = UNIX_EPOCH + Duration::from_secs(u64::try_from(self.since).unwrap_or(0));
+        crate::state::may_still_write(self.pid, since)
+    }
 }
 
 /// An image of the local backend, as stored in `images/<id>/image.json`.
@@ -81,6 +118,11 @@ pub struct ImageMeta {
     pub size_bytes: u64,
     #[serde(default)]
     pub files: u64,
+    /// While pending: the process making its layer, and the layer's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<Builder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building_layer: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }
@@ -131,7 +173,185 @@ pub fn force_stop(home: &Home, id: &str, reason: &str) -> Result<()> {
 /// Lifetime left in seconds for a running instance with a `Timeout` tag.
 pub fn lifetime_left(meta: &InstanceMeta, now: i64) -> Option<i64> {
     let minutes: i64 = meta.tags.get("Timeout")?.trim().parse().ok()?;
-    Some(meta.launch_time + minutes * 60 - now)
+    // Saturating: the home's documents and tags may hold any number.
+    Some(meta.launch_time.saturating_add(minutes.saturating_mul(60)).saturating_sub(now))
+}
+
+/// Starts `devami __build KIND HOME ID` detached (it outlives the caller), its output appended to
+/// `run/build.log`.
+pub fn spawn_builder(home: &Home, kind: &str, id: &str) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find", "the devami executable", e))?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("__build").arg(kind).arg(home.root()).arg(id);
+    // A builder outlives the shell: it keeps none of the developer's AWS settings or secrets.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(name);
+        }
+    }
+    jobrunner::spawn_detached(cmd, &home.run_dir().join("build.log"))
+}
+
+/// The hidden subcommand `devami __build instance|image HOME ID`: makes a pending instance's
+/// filesystem or a pending image's layer (see the module's documentation). Exit status 0 when
+/// the resource was dealt with (made, failed, or no longer pending), 1 on an error of its own.
+pub fn build(kind: &str, home_root: &Path, id: &str) -> i32 {
+    let built = Home::at(home_root.to_path_buf()).and_then(|home| match kind {
+        "instance" => build_instance(&home, id),
+        "image" => build_image(&home, id),
+        other => Err(Error::Refused(format!("`{other}` is neither `instance` nor `image`"))),
+    });
+    match built {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("devami __build {kind} {id}: {}", crate::console::render_error(&e).trim_end());
+            1
+        }
+    }
+}
+
+/// Takes a pending instance's build on (records this process as its builder); `None` when it
+/// is no longer pending.
+fn claim_instance(home: &Home, id: &str) -> Result<Option<InstanceMeta>> {
+    let _lock = home.lock()?;
+    let mut meta = read_instance(home, id)?;
+    if meta.state != "pending" {
+        return Ok(None);
+    }
+    meta.builder = Some(Builder::me());
+    write_instance(home, &meta)?;
+    Ok(Some(meta))
+}
+
+fn build_instance(home: &Home, id: &str) -> Result<()> {
+    let Some(meta) = claim_instance(home, id)? else { return Ok(()) };
+    let ready = layers::create_instance_fs(home, id, &meta.layers)
+        .and_then(|()| layers::mount(home, id, &meta.layers));
+    finish_launch(home, id, ready).map(|_| ())
+}
+
+/// A launch's outcome: `running`, or `terminated` with the reason. An instance that is no longer
+/// pending (terminated or stopped meanwhile) is left as it is.
+fn finish_launch(home: &Home, id: &str, ready: Result<()>) -> Result<InstanceMeta> {
+    let _lock = home.lock()?;
+    let mut meta = read_instance(home, id)?;
+    if meta.state != "pending" {
+        return Ok(meta);
+    }
+    match ready {
+        Ok(()) => meta.state = "running".into(),
+        Err(e) => {
+            meta.state = "terminated".into();
+            meta.state_reason = Some(format!("Server.InternalError: {e}"));
+        }
+    }
+    meta.builder = None;
+    write_instance(home, &meta)?;
+    Ok(meta)
+}
+
+/// A pending instance whose builder died: terminated, naming it, its partial filesystem removed.
+fn abandon_launch(home: &Home, id: &str) -> Result<InstanceMeta> {
+    {
+        let _lock = home.lock()?;
+        let mut meta = read_instance(home, id)?;
+        let Some(builder) = meta.builder.clone().filter(|b| meta.state == "pending" && !b.alive()) else {
+            return Ok(meta);
+        };
+        meta.state = "shutting-down".into();
+        meta.state_reason = Some(format!(
+            "Server.InternalError: the launch was interrupted: process {} ended before the \
+             instance's files were ready",
+            builder.pid
+        ));
+        meta.builder = None;
+        write_instance(home, &meta)?;
+    }
+    layers::destroy_instance_fs(home, id)?;
+    update_instance(home, id, |m| m.state = "terminated".into())
+}
+
+/// Takes a pending image's build on; `None` when it is no longer pending.
+fn claim_image(home: &Home, id: &str) -> Result<Option<ImageMeta>> {
+    let _lock = home.lock()?;
+    let mut meta = read_image(home, id)?;
+    if meta.state != "pending" {
+        return Ok(None);
+    }
+    meta.builder = Some(Builder::me());
+    write_image(home, &meta)?;
+    Ok(Some(meta))
+}
+
+fn build_image(home: &Home, id: &str) -> Result<()> {
+    let Some(image) = claim_image(home, id)? else { return Ok(()) };
+    let (Some(instance_id), Some(layer)) = (image.source_instance.clone(), image.building_layer.clone())
+    else {
+        let why = Error::Refused(format!("image `{id}` names no source instance or layer"));
+        return finish_image(home, id, Err(why));
+    };
+    let snap = read_instance(home, &instance_id)
+        .and_then(|inst| layers::snapshot_into(home, &instance_id, &inst.layers, &layer, &mut |_| {}));
+    finish_image(home, id, snap)
+}
+
+/// A snapshot's outcome: the instance on its new layers and the image `available` with its
+/// layers and size, or the image `failed` with the reason. An image that is no longer pending is
+/// left as it is.
+fn finish_image(home: &Home, id: &str, snap: Result<layers::Snapshot>) -> Result<()> {
+    let _lock = home.lock()?;
+    let mut img = read_image(home, id)?;
+    match snap {
+        Ok(snap) => {
+            let source = img.source_instance.clone().unwrap_or_default();
+            let mut inst = read_instance(home, &source)?;
+            inst.layers = snap.layers.clone();
+            write_instance(home, &inst)?;
+            if img.state != "pending" {
+                return Ok(());
+            }
+            // Overlay snapshots measure only the new layer: the image is its source plus that.
+            let base = read_image(home, &inst.image_id).map(|i| (i.size_bytes, i.files)).unwrap_or((0, 0));
+            let whole = snap.layers.len() == 1;
+            img.layers = snap.layers;
+            img.size_bytes = if whole { snap.stats.bytes } else { base.0 + snap.stats.bytes };
+            img.files = if whole { snap.stats.files } else { base.1 + snap.stats.files };
+            img.state = "available".into();
+        }
+        Err(e) if img.state == "pending" => {
+            img.state = "failed".into();
+            img.state_reason = Some(e.to_string());
+        }
+        Err(_) => return Ok(()),
+    }
+    img.builder = None;
+    img.building_layer = None;
+    write_image(home, &img)
+}
+
+/// A pending image whose builder died: failed, naming it, its partial layer removed.
+fn abandon_image(home: &Home, id: &str) -> Result<ImageMeta> {
+    let layer = {
+        let _lock = home.lock()?;
+        let mut meta = read_image(home, id)?;
+        let Some(builder) = meta.builder.clone().filter(|b| meta.state == "pending" && !b.alive()) else {
+            return Ok(meta);
+        };
+        meta.state = "failed".into();
+        meta.state_reason = Some(format!(
+            "Server.InternalError: the snapshot was interrupted: process {} ended before the \
+             image's files were copied",
+            builder.pid
+        ));
+        meta.builder = None;
+        let layer = meta.building_layer.take();
+        write_image(home, &meta)?;
+        layer
+    };
+    if let Some(layer) = layer {
+        layers::remove_partial_layer(home, &layer)?;
+    }
+    read_image(home, id)
 }
 
 /// The local backend.
@@ -209,7 +429,10 @@ impl LocalBackend {
         if !is_id(id, "i-") || !self.home.instance_dir(id).join("instance.json").is_file() {
             return Err(BackendError::NotFound { what: "instance", id: id.to_string() });
         }
-        let meta = read_instance(&self.home, id).map_err(svc)?;
+        let mut meta = read_instance(&self.home, id).map_err(svc)?;
+        if meta.state == "pending" && meta.builder.as_ref().is_some_and(|b| !b.alive()) {
+            meta = abandon_launch(&self.home, id).map_err(svc)?;
+        }
         // The account guard: past its lifetime a running instance is stopped.
         if meta.state == "running"
             && let Some(left) = lifetime_left(&meta, clock::now())
@@ -228,10 +451,14 @@ impl LocalBackend {
                 code: Some(
                     if is_id(id, "ami-") { "InvalidAMIID.NotFound" } else { "InvalidAMIID.Malformed" }.into(),
                 ),
-                message: format!("the image id `{id}` does not exist"),
+                message: format!("the image id {} does not exist", crate::error::shown(id)),
             });
         }
-        read_image(&self.home, id).map_err(svc)
+        let meta = read_image(&self.home, id).map_err(svc)?;
+        if meta.state == "pending" && meta.builder.as_ref().is_some_and(|b| !b.alive()) {
+            return abandon_image(&self.home, id).map_err(svc);
+        }
+        Ok(meta)
     }
 
     /// The environment of processes inside an instance.
@@ -244,6 +471,7 @@ impl LocalBackend {
             instance_dir: self.home.instance_dir(id),
             shims,
             env,
+            visible: None,
         })
     }
 
@@ -372,6 +600,8 @@ impl Backend for LocalBackend {
             source_instance: None,
             size_bytes: 0,
             files: 0,
+            builder: None,
+            building_layer: None,
             tags: BTreeMap::new(),
         };
         std::fs::create_dir_all(self.home.image_dir(&id))
@@ -400,7 +630,7 @@ impl Backend for LocalBackend {
         if !crate::lint::is_instance_type(&spec.instance_type) {
             return Err(BackendError::Service {
                 code: Some("InvalidParameterValue".into()),
-                message: format!("invalid instance type `{}`", spec.instance_type),
+                message: format!("invalid instance type {}", crate::error::shown(&spec.instance_type)),
             });
         }
         if spec.dry_run {
@@ -420,23 +650,21 @@ impl Backend for LocalBackend {
                 launch_time: clock::now(),
                 tags: spec.tags.iter().cloned().collect(),
                 layers: image.layers.clone(),
+                builder: Some(Builder::me()),
             };
             write_instance(&self.home, &meta).map_err(svc)?;
             meta
         };
+        // Copying the image's files takes a while: a builder of its own does it (the module's
+        // documentation); should it not start, this process does.
+        if layers::mode(&self.home).is_ok_and(|m| m == layers::FsMode::Copy)
+            && spawn_builder(&self.home, "instance", &meta.id).is_ok()
+        {
+            return Ok(self.to_instance(meta));
+        }
         let ready = layers::create_instance_fs(&self.home, &meta.id, &meta.layers)
             .and_then(|()| layers::mount(&self.home, &meta.id, &meta.layers));
-        let meta = match ready {
-            Ok(()) => update_instance(&self.home, &meta.id, |m| m.state = "running".into()).map_err(svc)?,
-            Err(e) => {
-                let reason = format!("Server.InternalError: {e}");
-                update_instance(&self.home, &meta.id, |m| {
-                    m.state = "terminated".into();
-                    m.state_reason = Some(reason);
-                })
-                .map_err(svc)?
-            }
-        };
+        let meta = finish_launch(&self.home, &meta.id, ready).map_err(svc)?;
         Ok(self.to_instance(meta))
     }
 
@@ -525,7 +753,12 @@ impl Backend for LocalBackend {
         let metas = self.scan("images", "image.json", |m: &ImageMeta| {
             m.state != "deregistered" && carries_tags(&m.tags, tags)
         })?;
-        Ok(metas.into_iter().map(to_image).collect())
+        // A pending one is described again without the lock: its builder may have died.
+        let mut found = Vec::new();
+        for meta in metas {
+            found.push(to_image(if meta.state == "pending" { self.image(&meta.id)? } else { meta }));
+        }
+        Ok(found)
     }
 
     async fn set_tags(
@@ -560,6 +793,7 @@ impl Backend for LocalBackend {
         let id = {
             let lock = self.home.lock().map_err(svc)?;
             let id = self.home.new_id("ami", &lock).map_err(svc)?;
+            let layer = self.home.new_id("layer", &lock).map_err(svc)?;
             std::fs::create_dir_all(self.home.image_dir(&id))
                 .map_err(|e| svc(Error::io("create", self.home.image_dir(&id), e)))?;
             write_image(
@@ -576,6 +810,8 @@ impl Backend for LocalBackend {
                     source_instance: Some(meta.id.clone()),
                     size_bytes: 0,
                     files: 0,
+                    builder: Some(Builder::me()),
+                    building_layer: Some(layer),
                     tags: request.tags.iter().cloned().collect(),
                 },
             )
@@ -585,29 +821,11 @@ impl Backend for LocalBackend {
         // As CreateImage does by default, the instance is rebooted: its processes end.
         jobrunner::cancel_instance_jobs(&self.home, &meta.id, "instance rebooted by create_devami")
             .map_err(svc)?;
-        let snap = layers::snapshot(&self.home, &meta.id, &meta.layers, &mut |_| {});
-        match snap {
-            Ok(snap) => {
-                update_instance(&self.home, &meta.id, |m| m.layers = snap.layers.clone()).map_err(svc)?;
-                // Overlay snapshots measure only the new layer: the image is its source plus that.
-                let base =
-                    read_image(&self.home, &meta.image_id).map(|i| (i.size_bytes, i.files)).unwrap_or((0, 0));
-                let whole = snap.layers.len() == 1;
-                let _lock = self.home.lock().map_err(svc)?;
-                let mut img = read_image(&self.home, &id).map_err(svc)?;
-                img.layers = snap.layers;
-                img.size_bytes = if whole { snap.stats.bytes } else { base.0 + snap.stats.bytes };
-                img.files = if whole { snap.stats.files } else { base.1 + snap.stats.files };
-                img.state = "available".into();
-                write_image(&self.home, &img).map_err(svc)?;
-            }
-            Err(e) => {
-                let _lock = self.home.lock().map_err(svc)?;
-                let mut img = read_image(&self.home, &id).map_err(svc)?;
-                img.state = "failed".into();
-                img.state_reason = Some(e.to_string());
-                write_image(&self.home, &img).map_err(svc)?;
-            }
+        // Copying the instance's files takes a while: a builder of its own does it (the module's
+        // documentation); should it not start, this process does.
+        let copy = layers::instance_mode(&self.home, &meta.id).is_ok_and(|m| m == layers::FsMode::Copy);
+        if !(copy && spawn_builder(&self.home, "image", &id).is_ok()) {
+            build_image(&self.home, &id).map_err(svc)?;
         }
         Ok(id)
     }
@@ -732,9 +950,11 @@ impl Backend for LocalBackend {
         _address: Option<&str>,
         working_directory: &str,
         command: Option<&str>,
+        blueprint: Option<&Path>,
     ) -> Result<std::process::Command, BackendError> {
         self.require_running(id)?;
-        let ienv = self.instance_env(id)?;
+        let mut ienv = self.instance_env(id)?;
+        ienv.visible = blueprint.map(Path::to_path_buf);
         let argv: Vec<String> = match command {
             Some(c) => vec!["bash".into(), "-c".into(), c.to_string()],
             None => vec!["bash".into(), "-l".into()],
@@ -745,5 +965,113 @@ impl Backend for LocalBackend {
             }
             other => svc(other),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A builder that was: a process that ended and was reaped.
+    fn dead_builder() -> Builder {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        Builder { pid, ..Builder::me() }
+    }
+
+    fn pending_image(home: &Home, id: &str, builder: Builder, layer: &str) {
+        std::fs::create_dir_all(home.image_dir(id)).unwrap();
+        let meta = ImageMeta {
+            id: id.into(),
+            name: "img".into(),
+            description: String::new(),
+            state: "pending".into(),
+            state_reason: None,
+            created: 0,
+            layers: Vec::new(),
+            alias: None,
+            source_instance: Some("i-0123456789abcdef0".into()),
+            size_bytes: 0,
+            files: 0,
+            builder: Some(builder),
+            building_layer: Some(layer.into()),
+            tags: BTreeMap::new(),
+        };
+        write_image(home, &meta).unwrap();
+    }
+
+    fn pending_instance(home: &Home, id: &str, builder: Builder) {
+        std::fs::create_dir_all(home.instance_dir(id).join(".root.tmp/sub")).unwrap();
+        std::fs::write(home.instance_dir(id).join(".root.tmp/sub/file"), b"partial").unwrap();
+        let meta = InstanceMeta {
+            id: id.into(),
+            image_id: "ami-0123456789abcdef0".into(),
+            instance_type: "t2.micro".into(),
+            state: "pending".into(),
+            state_reason: None,
+            launch_time: 0,
+            tags: BTreeMap::new(),
+            layers: Vec::new(),
+            builder: Some(builder),
+        };
+        write_instance(home, &meta).unwrap();
+    }
+
+    #[test]
+    fn a_pending_image_whose_builder_died_fails_and_its_partial_layer_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().to_path_buf()).unwrap();
+        let backend = LocalBackend::new(home.clone());
+        let dead = dead_builder();
+        pending_image(&home, "ami-0123456789abcdef1", dead.clone(), "layer-0123456789abcdef1");
+        let partial = home.layer_dir(".tmp-layer-0123456789abcdef1");
+        std::fs::create_dir_all(partial.join("d")).unwrap();
+        std::fs::write(partial.join("d/big.bin"), b"partial").unwrap();
+        // A live builder (this process) is at work: still pending, the copy stays.
+        pending_image(&home, "ami-0123456789abcdef2", Builder::me(), "layer-0123456789abcdef2");
+        std::fs::create_dir_all(home.layer_dir(".tmp-layer-0123456789abcdef2")).unwrap();
+
+        let failed = backend.image("ami-0123456789abcdef1").unwrap();
+        assert_eq!(failed.state, "failed");
+        let reason = failed.state_reason.unwrap_or_default();
+        assert!(reason.contains(&format!("process {} ended", dead.pid)), "{reason}");
+        assert_eq!((failed.builder, failed.building_layer), (None, None));
+        assert!(!partial.exists());
+        assert_eq!(read_image(&home, "ami-0123456789abcdef1").unwrap().state, "failed");
+        let working = backend.image("ami-0123456789abcdef2").unwrap();
+        assert_eq!(working.state, "pending");
+        assert!(home.layer_dir(".tmp-layer-0123456789abcdef2").exists());
+        // What `sweep` sees says the same.
+        let found = futures_block_on(backend.find_images(&[])).unwrap();
+        let states: Vec<_> = found.iter().map(|i| (i.id.as_str(), i.state.as_str())).collect();
+        assert!(states.contains(&("ami-0123456789abcdef1", "failed")), "{states:?}");
+        assert!(states.contains(&("ami-0123456789abcdef2", "pending")), "{states:?}");
+    }
+
+    #[test]
+    fn a_pending_instance_whose_builder_died_is_terminated_and_its_partial_copy_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().to_path_buf()).unwrap();
+        let backend = LocalBackend::new(home.clone());
+        let dead = dead_builder();
+        pending_instance(&home, "i-0123456789abcdef1", dead.clone());
+        pending_instance(&home, "i-0123456789abcdef2", Builder::me());
+        let gone = backend.instance("i-0123456789abcdef1").unwrap();
+        assert_eq!(gone.state, "terminated");
+        let reason = gone.state_reason.unwrap_or_default();
+        assert!(reason.contains(&format!("process {} ended", dead.pid)), "{reason}");
+        assert!(!home.instance_dir("i-0123456789abcdef1").join(".root.tmp").exists());
+        assert_eq!(backend.instance("i-0123456789abcdef2").unwrap().state, "pending");
+        assert!(home.instance_dir("i-0123456789abcdef2").join(".root.tmp").exists());
+        // A builder whose launch ends finds the instance no longer pending and leaves it so.
+        let meta = finish_launch(&home, "i-0123456789abcdef1", Ok(())).unwrap();
+        assert_eq!(meta.state, "terminated");
+        let meta = finish_launch(&home, "i-0123456789abcdef2", Ok(())).unwrap();
+        assert_eq!((meta.state.as_str(), meta.builder), ("running", None));
+    }
+
+    fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
     }
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::write_atomically;
+use crate::state::{from_json_object, read_regular, write_atomically};
 
 /// The machine-wide folder of the local backend.
 #[derive(Debug, Clone)]
@@ -190,11 +190,20 @@ fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     Ok(b)
 }
 
-/// Reads a JSON document.
+/// Reads a JSON document that is an object (every document of the home but the job
+/// environments): a list is refused, although serde would read a struct from one.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::StateCorrupt { path: path.to_path_buf(), message: e.to_string() })
+    let bytes = read_regular(path).map_err(|e| Error::io("read", path, e))?;
+    from_json_object(&bytes).map_err(|message| Error::StateCorrupt { path: path.to_path_buf(), message })
+}
+
+/// Reads a JSON document of any shape (a job's environment is a list of pairs).
+pub fn read_json_any<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read_regular(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::StateCorrupt {
+        path: path.to_path_buf(),
+        message: crate::error::clipped(&e.to_string(), 300),
+    })
 }
 
 /// Writes a JSON document atomically.

@@ -11,7 +11,9 @@
 //! under the final name nor its temporary file (the error is [`interrupted`], recognised by
 //! [`is_interrupted`]). The same holds when a transfer's future is dropped half-way (what
 //! `Cloud::call` does on Ctrl-C): guards abort the multipart upload before the drop returns and
-//! remove the temporary file.
+//! remove the temporary file. A download killed outright (SIGKILL) leaves its temporary file,
+//! named after its process: the next download into that folder removes it once no live process
+//! can be writing it.
 
 use std::future::Future;
 use std::io::SeekFrom;
@@ -229,7 +231,10 @@ impl ObjectStore {
         local: &Path,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<u64, BackendError> {
-        let size = tokio::fs::metadata(local).await.map_err(|e| local_error("read", local, &e))?.len();
+        let meta = tokio::fs::metadata(local).await.map_err(|e| local_error("read", local, &e))?;
+        // A FIFO or a device would block the read or never end: only regular files are sent.
+        crate::state::check_regular(&meta).map_err(|e| local_error("read", local, &e))?;
+        let size = meta.len();
         progress(0, size);
         if size <= self.threshold {
             let body = tokio::fs::read(local).await.map_err(|e| local_error("read", local, &e))?;
@@ -390,7 +395,7 @@ impl ObjectStore {
         match size {
             Some(size) if size > self.threshold => {
                 drop(out);
-                let written = self.download_ranges(bucket, key, &temp.0, size, progress).await?;
+                let written = self.download_ranges(bucket, key, &temp.path, size, progress).await?;
                 temp.finish(local, None).await?;
                 Ok(written)
             }
@@ -521,6 +526,11 @@ impl ObjectStore {
 
     /// Runs `future` unless Ctrl-C comes first (checked at once, then every 50 ms).
     async fn interruptible<F: Future>(&self, future: F) -> Result<F::Output, BackendError> {
+        // At once: an interval's first tick is not always ready on the first poll (the timer
+        // rounds its deadline up to the next millisecond), and a quick answer could win the race.
+        if (self.interrupted)() {
+            return Err(interrupted());
+        }
         let mut future = std::pin::pin!(future);
         let mut tick = tokio::time::interval(INTERRUPT_POLL);
         loop {
@@ -766,29 +776,42 @@ impl Drop for PendingUpload {
     }
 }
 
-/// A download's temporary file, removed on drop unless emptied (renamed into place).
-struct TempFile(PathBuf);
+/// What a download's temporary file is named: `<name>.devami-part-<pid>`.
+const PART_MARKER: &str = ".devami-part-";
+
+/// A download's temporary file, removed on drop unless emptied (renamed into place). Its `flock`
+/// is held for the guard's life, so that another devami's clean-up ([`remove_dead_parts`]) never
+/// takes it for the file of a dead process.
+struct TempFile {
+    path: PathBuf,
+    _lock: Option<std::fs::File>,
+}
 
 impl TempFile {
-    /// `<local>.devami-part-<pid>`, created now with the folders above it. Created before any
-    /// await and only ever opened (never created) after, so that a download whose future is
-    /// dropped (Ctrl-C in `Cloud::call`) cannot bring the file back once this guard removed it.
+    /// `<local>.devami-part-<pid>`, created now with the folders above it, once the temporary files
+    /// that killed downloads left in that folder are removed. Created before any await and only
+    /// ever opened (never created) after, so that a download whose future is dropped (Ctrl-C in
+    /// `Cloud::call`) cannot bring the file back once this guard removed it.
     fn create(local: &Path, name: &std::ffi::OsStr) -> Result<TempFile, BackendError> {
-        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let parent = local.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
             std::fs::create_dir_all(parent).map_err(|e| local_error("create", parent, &e))?;
         }
+        remove_dead_parts(parent.unwrap_or(Path::new(".")));
         let mut temp_name = name.to_os_string();
-        temp_name.push(format!(".devami-part-{}", std::process::id()));
-        let temp = TempFile(local.with_file_name(temp_name));
-        std::fs::File::create(&temp.0).map_err(|e| local_error("create", &temp.0, &e))?;
-        Ok(temp)
+        temp_name.push(format!("{PART_MARKER}{}", std::process::id()));
+        let path = local.with_file_name(temp_name);
+        let file = std::fs::File::create(&path).map_err(|e| local_error("create", &path, &e))?;
+        // Best effort: a file system without locks still has the pid check.
+        let locked = file.try_lock().is_ok();
+        Ok(TempFile { path, _lock: locked.then_some(file) })
     }
 
     /// Writes `bytes` (if given), flushes the file to disk and renames it to `local`, in one
     /// blocking task. Dropped half-way, the guard removes the file: the rename then fails, or
     /// has already put the complete file in place.
     async fn finish(mut self, local: &Path, bytes: Option<Vec<u8>>) -> Result<(), BackendError> {
-        let (temp, target) = (self.0.clone(), local.to_path_buf());
+        let (temp, target) = (self.path.clone(), local.to_path_buf());
         let done = tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -803,7 +826,7 @@ impl TempFile {
         .await;
         match done {
             Ok(Ok(())) => {
-                self.0 = PathBuf::new();
+                self.path = PathBuf::new();
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
@@ -814,10 +837,49 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.0);
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Removes the temporary files of downloads killed before they finished (SIGKILL, power loss) from
+/// `dir`: `<name>.devami-part-<pid>` regular files of another process that no live download holds
+/// (its `flock`) and whose process is gone (or whose pid now belongs to a process started after
+/// the file's last change, see [`crate::state::may_still_write`]). A part file of a live download
+/// is never touched, whichever devami runs it. Each folder is looked at once per process (a folder
+/// download writes many files into it); best effort, an error leaves the file.
+fn remove_dead_parts(dir: &Path) {
+    static SEEN: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = SEEN.lock().is_ok_and(|mut seen| seen.insert(dir.to_path_buf()));
+    if !first {
+        return;
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| crate::state::temp_pid(n, PART_MARKER)) else { continue };
+        if pid != me && part_is_dead(&entry.path(), pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether the part file at `path`, named after `pid`, belongs to no live download.
+fn part_is_dead(path: &Path, pid: u32) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never follows a link, never waits on a FIFO.
+    let opened =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let Ok(file) = opened else { return false };
+    let Ok(meta) = file.metadata() else { return false };
+    if !meta.is_file() || file.try_lock().is_err() {
+        return false;
+    }
+    let modified = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    !crate::state::may_still_write(pid, modified)
 }
 
 #[cfg(test)]
@@ -978,6 +1040,53 @@ mod tests {
             .collect();
         assert!(!names.iter().any(|n| n.contains("devami-part")), "{names:?}");
         assert!(s.download_file("alpha", "x", Path::new("/"), &mut |_, _| {}).await.is_err());
+    }
+
+    /// The temporary files of killed downloads go with the next download into their folder; those
+    /// a live process may still write stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_removes_the_parts_that_dead_downloads_left() {
+        let f = fixture().await;
+        let s = &f.store;
+        s.ensure_bucket("alpha").await.unwrap();
+        s.put("alpha", "k", b"content".to_vec()).await.unwrap();
+        let dir = f.tmp.path().join("got");
+        fs::create_dir(&dir).unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let mut live = std::process::Command::new("cat").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let part = |name: &str, pid: u32| dir.join(format!("{name}{PART_MARKER}{pid}"));
+        for (name, pid) in [("file.txt", dead_pid), ("other.bin", dead_pid), ("live.bin", live.id())] {
+            fs::write(part(name, pid), b"partial").unwrap();
+        }
+        // A dead pid, but a live download (another pid namespace) holds the file's lock.
+        fs::write(part("locked.bin", dead_pid), b"partial").unwrap();
+        let held = fs::File::open(part("locked.bin", dead_pid)).unwrap();
+        held.try_lock().unwrap();
+        // Not a part file, and a folder with a part's name.
+        fs::write(dir.join("notes.devami-part-x"), b"mine").unwrap();
+        fs::create_dir(part("folder", dead_pid)).unwrap();
+
+        s.download_file("alpha", "k", &dir.join("file.txt"), &mut |_, _| {}).await.unwrap();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut expected = vec![
+            "file.txt".to_string(),
+            format!("folder{PART_MARKER}{dead_pid}"),
+            format!("live.bin{PART_MARKER}{}", live.id()),
+            format!("locked.bin{PART_MARKER}{dead_pid}"),
+            "notes.devami-part-x".to_string(),
+        ];
+        expected.sort();
+        assert_eq!(names, expected);
+        assert_eq!(fs::read(dir.join("file.txt")).unwrap(), b"content");
+        drop(held);
+        live.kill().unwrap();
+        live.wait().unwrap();
     }
 
     /// Ctrl-C (as the store sees it) stops downloads and uploads, leaving nothing behind.

@@ -24,6 +24,7 @@ use std::fmt;
 
 use crate::Error;
 use crate::command::{self, ArgKind, ArgSpec, CommandSpec};
+use crate::error::{shown, shown_raw};
 
 /// A literal value of an argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +280,18 @@ pub fn split_commands(line: &str) -> Vec<String> {
     let mut pos = 0;
     let bytes = line.as_bytes();
     while pos <= line.len() {
+        // An empty piece (blanks, then a separator) is skipped here: deciding its form would
+        // scan all the whitespace after it, once per piece (quadratic on runs of newlines).
+        let blanks = line[piece_start..].bytes().take_while(|b| matches!(b, b' ' | b'\t' | b'\r')).count();
+        match bytes.get(piece_start + blanks) {
+            None => break,
+            Some(b';' | b'\n') => {
+                pos = piece_start + blanks + 1;
+                piece_start = pos;
+                continue;
+            }
+            Some(_) => {}
+        }
         // At the start of a piece, decide its quoting rules from its form.
         let (_, body) = strip_prompt(&line[piece_start..]);
         let python = matches!(classify(body), Form::Call | Form::Assign | Form::Import | Form::Attribute);
@@ -379,9 +392,6 @@ pub const ATTRIBUTES: &[(&str, &str)] = &[
 /// How deep lists and tuples may nest in a call-form value.
 const MAX_DEPTH: usize = 32;
 
-/// How much of a user's text an error message quotes.
-const SHOWN_CHARS: usize = 40;
-
 enum Form<'a> {
     Empty,
     Import,
@@ -463,28 +473,6 @@ fn help_for(name: &str) -> Result<Line, Error> {
 
 fn unknown_command(name: &str) -> Error {
     Error::UnknownCommand { name: shown_raw(name), suggestion: command::suggest(name).map(str::to_string) }
-}
-
-/// User text for a message: control characters escaped, cut at [`SHOWN_CHARS`] characters.
-fn shown_raw(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == SHOWN_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// User text for a message, in backticks.
-fn shown(s: &str) -> String {
-    format!("`{}`", shown_raw(s))
 }
 
 /// Python's `repr` of a string.
@@ -989,8 +977,9 @@ impl<'a> CallParser<'a> {
         };
         if command::lookup(attr).is_some() {
             return Err(self.err(format!(
-                "{} needs parentheses in the call form: write `{object}.{attr}()`, or `{attr}` without the prefix",
-                shown(&format!("{object}.{attr}"))
+                "{} needs parentheses in the call form: write `{}.{attr}()`, or `{attr}` without the prefix",
+                shown(&format!("{object}.{attr}")),
+                shown_raw(object)
             )));
         }
         let Some(&(_, name)) = ATTRIBUTES.iter().find(|(a, _)| a == attr) else {
@@ -1590,8 +1579,9 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
             && command::lookup(method).is_some()
         {
             return Err(Error::usage(format!(
-                "{} needs parentheses in the call form: write `{object}.{method}()`, or `{method}` without the prefix",
-                shown(name)
+                "{} needs parentheses in the call form: write `{}.{method}()`, or `{method}` without the prefix",
+                shown(name),
+                shown_raw(object)
             )));
         }
         return Err(unknown_command(name));
@@ -1739,14 +1729,19 @@ fn rebalance_list(
     Ok(())
 }
 
-/// After a `;`: only a comment may follow.
+/// After a `;`: only a comment (or more `;`) may follow. A loop, not a recursion: a line may hold
+/// any number of `;`.
 fn finish_shell(lex: &mut ShellLexer, context: &str) -> Result<(), Error> {
-    match lex.next_word() {
-        None => Ok(()),
-        Some(w) if w.separator => finish_shell(lex, context),
-        Some(_) => Err(Error::usage(format!(
-            "{context}write one command per line (`;` separates commands only in `devami DIR -c 'CMD; CMD'`)"
-        ))),
+    loop {
+        match lex.next_word() {
+            None => return Ok(()),
+            Some(w) if w.separator => {}
+            Some(_) => {
+                return Err(Error::usage(format!(
+                    "{context}write one command per line (`;` separates commands only in `devami DIR -c 'CMD; CMD'`)"
+                )));
+            }
+        }
     }
 }
 
@@ -2184,6 +2179,11 @@ fn shell_completion(s: &str, offset: usize) -> Completion {
         && !next_free.is_some_and(|a| a.kind == ArgKind::Rest)
     {
         if let Some((name, value)) = w.text.strip_prefix("--").and_then(|b| b.split_once('=')) {
+            // Offsets below count the word's text as typed: with quotes or escapes in it they
+            // would land elsewhere (even inside a character), so such a word completes nothing.
+            if s.get(w.start..w.end) != Some(w.text.as_str()) {
+                return Completion::Nothing;
+            }
             let arg = spec.arg_by_flag(name);
             let value_start = start + 2 + name.len() + 1;
             return Completion::Value {
@@ -2815,12 +2815,34 @@ mod tests {
     }
 
     #[test]
+    fn any_number_of_semicolons_is_a_loop_not_a_recursion() {
+        let many = ";".repeat(300_000);
+        check(&many, "nothing");
+        check(&format!("status {many}"), "shell status()");
+        check(&format!("status {many} # done"), "shell status()");
+        check_err(&format!("{many}status"), &["write one command per line"]);
+        check_err(&format!("status {many} ls"), &["status: write one command per line"]);
+    }
+
+    #[test]
+    fn the_parentheses_hint_quotes_the_object_safely() {
+        let got = render(parse_line("\u{1b}[2J\u{1b}[H.status"));
+        assert!(got.contains("needs parentheses") && !got.contains('\u{1b}'), "{got}");
+        let long = "o".repeat(100_000);
+        let got = render(parse_line(&format!("{long}.status")));
+        assert!(got.contains("needs parentheses") && got.len() < 400, "{got}");
+    }
+
+    #[test]
     fn hostile_input_gives_errors_not_panics() {
         let mb = 1 << 20;
         let long = "a".repeat(mb);
         check(
             &long,
-            &format!("error: unknown command `{}…`; type `help` for the list", "a".repeat(SHOWN_CHARS)),
+            &format!(
+                "error: unknown command `{}…`; type `help` for the list",
+                "a".repeat(crate::error::SHOWN_CHARS)
+            ),
         );
         let got = render(parse_line(&format!("create_devami(\"{long}\")")));
         assert_eq!(got.len(), "call create_devami(name='')".len() + mb);

@@ -72,7 +72,8 @@ impl PriceTable {
         let mut table = PriceTable::builtin();
         if let Some(path) = std::env::var_os("DEVAMI_PRICES").filter(|p| !p.is_empty()) {
             let shown = std::path::Path::new(&path).display().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("DEVAMI_PRICES `{shown}`: {e}"))?;
+            let text = crate::state::read_regular_text(std::path::Path::new(&path))
+                .map_err(|e| format!("DEVAMI_PRICES `{shown}`: {e}"))?;
             table.apply(&text).map_err(|e| format!("DEVAMI_PRICES `{shown}`: {e}"))?;
             table.overrides = Some(shown);
         }
@@ -85,7 +86,11 @@ impl PriceTable {
         let obj = doc.as_object().ok_or("expected an object like {\"m5.large\": 0.096}")?;
         for (ty, v) in obj {
             let price = v.as_f64().filter(|p| p.is_finite() && *p >= 0.0).ok_or_else(|| {
-                format!("`{ty}`: expected dollars per hour (a number of at least 0), found {v}")
+                format!(
+                    "{}: expected dollars per hour (a number of at least 0), found {}",
+                    crate::error::shown(ty),
+                    crate::error::clipped(&v.to_string(), 60)
+                )
             })?;
             self.hourly.insert(ty.clone(), price);
         }

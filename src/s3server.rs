@@ -25,12 +25,29 @@
 //!   255-byte name limit (keys of about 150 bytes), so such writes are staged under a short name and
 //!   renamed into place without sidecars.
 //!
+//! Unfinished multipart uploads (`.upload-<id>.json`, its parts `.upload_id-<id>.part-<n>` of up to
+//! 16 MiB each, and its sidecar `….upload-<id>.metadata.json`, all in `buckets/`) are what S3 keeps
+//! until a client aborts them or a lifecycle rule (`AbortIncompleteMultipartUpload`) expires them.
+//! A client killed mid-upload (SIGKILL, a power cut) aborts nothing, so the endpoint applies two
+//! rules of its own, and never to an upload with a part on its way:
+//! - an upload with no activity (creation or part) for [`ABANDONED_UPLOAD_AFTER`] (1 hour) is
+//!   aborted: when the daemon starts and every [`UPLOAD_SWEEP_EVERY`] while it runs. This is the
+//!   lifecycle rule S3 users set on their buckets, counted from the last part rather than from the
+//!   initiation (so a long upload that keeps sending parts is never cut) and shorter than the
+//!   usual days, as the disk is the developer's own;
+//! - once an upload of a key completes, the older unfinished uploads of the same key that received
+//!   no part since it began are aborted: a client still uploading sends parts, and an upload idle
+//!   during the whole newer upload was left by a client that died (the retry of a killed
+//!   `upload` is exactly this). On S3 they would wait for the lifecycle rule; here 16 MiB parts
+//!   would wait an hour on a developer's disk for nothing.
+//!
 //! Keys stay inside their bucket: s3s-fs resolves `bucket/key` lexically inside `buckets/` only, so
 //! `..` could reach another bucket or the sidecars; the `Guarded` layer refuses keys with `.` or
 //! `..` segments, a leading `/` or NUL, and any symbolic link on the way (bucket folder included)
 //! whose target is not inside the bucket. The check happens before the file operation (a process
 //! that can write to `buckets/` can race it, but such a process can read the files directly anyway).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -63,6 +80,11 @@ pub const SECRET_KEY: &str = "devami-local-secret";
 pub const REGION: &str = "us-east-1";
 /// The daemon exits after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// An unfinished multipart upload without activity (its creation, a part) for this long was
+/// abandoned by its client, and the endpoint aborts it (see the module's documentation).
+pub const ABANDONED_UPLOAD_AFTER: Duration = Duration::from_secs(3600);
+/// How often a running endpoint looks for abandoned multipart uploads.
+pub const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
@@ -238,6 +260,12 @@ fn spawn_daemon(home: &Home, exe: &Path, log_path: &Path) -> Result<Child> {
         .map_err(|e| Error::io("open", log_path, e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("__s3d").arg(home.root()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log));
+    // The daemon outlives the shell: it keeps none of the developer's AWS settings or secrets.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(name);
+        }
+    }
     // SAFETY: setsid is async-signal-safe; the closure touches nothing else.
     unsafe {
         cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
@@ -337,9 +365,17 @@ async fn bind(run: &Path) -> Result<TcpListener> {
 /// connection; an idle connection held open keeps it alive four times as long at most).
 pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -> Result<()> {
     let activity = Arc::new(Activity::new());
-    let store = Guarded::new(&buckets, Arc::clone(&activity))?;
+    let uploads = Arc::new(Uploads::default());
+    let store = Guarded::new(&buckets, Arc::clone(&activity), Arc::clone(&uploads))?;
+    let root = store.root.clone();
+    let mut last_sweep = Instant::now();
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("read the address of", "the endpoint's socket", e))?
+        .port();
     let mut builder = S3ServiceBuilder::new(store);
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    builder.set_access(LoopbackOnly { port });
     let service = builder.build();
     let http = ConnBuilder::new(TokioExecutor::new());
     let mut tick =
@@ -377,9 +413,53 @@ pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -
                     eprintln!("devami s3d: `{}` is gone, exiting", buckets.display());
                     return Ok(());
                 }
+                if last_sweep.elapsed() >= UPLOAD_SWEEP_EVERY {
+                    last_sweep = Instant::now();
+                    let (root, uploads) = (root.clone(), Arc::clone(&uploads));
+                    tokio::task::spawn_blocking(move || {
+                        abort_abandoned_uploads(&root, &uploads, ABANDONED_UPLOAD_AFTER);
+                    });
+                }
             }
         }
     }
+}
+
+/// Refuses every request addressed to a host other than the loopback address and port the
+/// endpoint listens on. The key pair is public, so without this a web page whose own name was
+/// rebound to 127.0.0.1 (DNS rebinding) could read and change the local buckets: its requests
+/// carry its own name in `Host`. Anonymous requests are refused, as s3s does by default.
+struct LoopbackOnly {
+    port: u16,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for LoopbackOnly {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        let host = cx.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !is_loopback_host(host, self.port) {
+            return Err(s3_error!(
+                AccessDenied,
+                "this endpoint answers only requests for 127.0.0.1:{}",
+                self.port
+            ));
+        }
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+}
+
+/// Whether a `Host` header names this endpoint on the loopback interface.
+fn is_loopback_host(host: &str, port: u16) -> bool {
+    ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| {
+        host.get(..h.len()).is_some_and(|name| name.eq_ignore_ascii_case(h))
+            && host
+                .get(h.len()..)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|p| p == port.to_string())
+    })
 }
 
 /// The first byte of a `Content-Range` value (`bytes 0-99/1000` → 0).
@@ -480,22 +560,153 @@ fn remove_sidecars(root: &Path, bucket: &str, key: &str) {
 }
 
 /// Removes what interrupted writes left in `buckets/` before the endpoint starts (s3s-fs itself
-/// only removes its `.tmp.*` files): staged writes, and the parts of multipart uploads untouched
-/// for a day (no endpoint was running, so no client can be in the middle of them).
+/// only removes its `.tmp.*` files): staged writes, and abandoned multipart uploads.
 fn sweep(root: &Path) {
     let _ = fs::remove_dir_all(root.join(STAGING));
-    let Ok(entries) = fs::read_dir(root) else { return };
-    let day = Duration::from_secs(24 * 3600);
+    abort_abandoned_uploads(root, &Uploads::default(), ABANDONED_UPLOAD_AFTER);
+}
+
+/// The upload a file of an unfinished multipart upload belongs to: `.upload-<id>.json`,
+/// `.upload_id-<id>.part-<n>` or the sidecar `.bucket-….object-….upload-<id>.metadata.json`
+/// (base64 has no dots, so `.upload-` in a sidecar name is the upload's).
+fn upload_of(name: &str) -> Option<&str> {
+    let id = if let Some(rest) = name.strip_prefix(".upload_id-") {
+        rest.split_once(".part-")?.0
+    } else if let Some(rest) = name.strip_prefix(".upload-") {
+        rest.strip_suffix(".json")?
+    } else if name.starts_with(".bucket-") {
+        name.strip_suffix(".metadata.json")?.rsplit_once(".upload-")?.1
+    } else {
+        return None;
+    };
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(id)
+}
+
+/// The files of every unfinished multipart upload in `root` (or of those `only` accepts, by
+/// name), by upload id.
+fn upload_files(root: &Path, only: impl Fn(&str) -> bool) -> HashMap<String, Vec<PathBuf>> {
+    let mut uploads: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    let Ok(entries) = fs::read_dir(root) else { return uploads };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        // `.upload-<id>.json`, `.upload_id-<id>.part-<n>` and `.bucket-….upload-<id>.metadata.json`
-        // (base64 has no dots, so `.upload-` in a sidecar name is the upload's).
-        let is_upload = name.to_str().is_some_and(|n| n.starts_with(".upload") || n.contains(".upload-"));
-        let old =
-            entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
-        if is_upload && old {
-            let _ = fs::remove_file(entry.path());
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = upload_of(name).filter(|_| only(name)) {
+            uploads.entry(id.to_string()).or_default().push(entry.path());
         }
+    }
+    uploads
+}
+
+/// The newest modification time of `files`.
+fn newest(files: &[PathBuf]) -> Option<SystemTime> {
+    files.iter().filter_map(|f| fs::symlink_metadata(f).and_then(|m| m.modified()).ok()).max()
+}
+
+/// Removes an upload's files, `.upload-<id>.json` first: a part that arrives after is refused
+/// (the upload no longer exists), and one already on its way removes itself ([`LatePart`]).
+fn abort_files(root: &Path, id: &str, files: &[PathBuf]) {
+    let _ = fs::remove_file(root.join(format!(".upload-{id}.json")));
+    for f in files {
+        let _ = fs::remove_file(f);
+    }
+}
+
+/// Aborts the uploads of `root` whose last activity (what this endpoint saw, and their files'
+/// times) is older than `after`, except those with a part on its way.
+fn abort_abandoned_uploads(root: &Path, seen: &Uploads, after: Duration) {
+    let now = SystemTime::now();
+    for (id, files) in upload_files(root, |_| true) {
+        if seen.busy(&id) {
+            continue;
+        }
+        let last = [newest(&files), seen.last_activity(&id)].into_iter().flatten().max();
+        let idle = last.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > after));
+        if idle && !seen.busy(&id) {
+            abort_files(root, &id, &files);
+            seen.forget(&id);
+        }
+    }
+}
+
+/// What the endpoint saw of multipart uploads since it started: when each was created, when a
+/// part of it last began to arrive, how many requests for it are under way.
+#[derive(Default)]
+struct Uploads(Mutex<HashMap<String, Seen>>);
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    created: Option<SystemTime>,
+    last_part: Option<SystemTime>,
+    busy: usize,
+}
+
+impl Uploads {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Seen>) -> T) -> T {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut map)
+    }
+
+    fn created(&self, id: &str) {
+        self.with(|m| m.entry(id.to_string()).or_default().created = Some(SystemTime::now()));
+    }
+
+    /// A request for upload `id` (a part, the completion) begins; it ends when the guard drops.
+    fn begin(self: &Arc<Self>, id: &str, part: bool) -> Busy {
+        self.with(|m| {
+            let seen = m.entry(id.to_string()).or_default();
+            seen.busy += 1;
+            if part {
+                seen.last_part = Some(SystemTime::now());
+            }
+        });
+        Busy { uploads: Arc::clone(self), id: id.to_string() }
+    }
+
+    fn busy(&self, id: &str) -> bool {
+        self.with(|m| m.get(id).is_some_and(|s| s.busy > 0))
+    }
+
+    /// The last activity this endpoint saw: creation or the start of a part.
+    fn last_activity(&self, id: &str) -> Option<SystemTime> {
+        self.with(|m| m.get(id).and_then(|s| s.created.max(s.last_part)))
+    }
+
+    /// When upload `id` began: as seen here, else its `.upload-<id>.json`.
+    fn began(&self, root: &Path, id: &str) -> Option<SystemTime> {
+        self.with(|m| m.get(id).and_then(|s| s.created))
+            .or_else(|| fs::metadata(root.join(format!(".upload-{id}.json"))).and_then(|m| m.modified()).ok())
+    }
+
+    /// Whether upload `id` showed activity after `since`: a part began to arrive (as seen here)
+    /// or, for an upload this endpoint has not seen, one of its files changed.
+    fn active_since(&self, id: &str, files: &[PathBuf], since: SystemTime) -> bool {
+        match self.with(|m| m.get(id).copied()) {
+            Some(seen) if seen.busy > 0 => true,
+            Some(seen) if seen.created.is_some() || seen.last_part.is_some() => {
+                seen.created.max(seen.last_part).is_some_and(|t| t >= since)
+            }
+            _ => newest(files).is_none_or(|t| t >= since),
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.with(|m| m.remove(id));
+    }
+}
+
+/// A request under way for an upload (see [`Uploads::begin`]).
+struct Busy {
+    uploads: Arc<Uploads>,
+    id: String,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.uploads.with(|m| {
+            if let Some(seen) = m.get_mut(&self.id) {
+                seen.busy = seen.busy.saturating_sub(1);
+            }
+        });
     }
 }
 
@@ -530,9 +741,6 @@ pub fn prepare_direct_write(home: &Home, bucket: &str, key: &str) -> Result<Path
     Ok(path)
 }
 
-/// s3s-fs behind the checks of this module: names validated, links refused, activity recorded,
-/// stale sidecars dropped, over-long sidecar names avoided. Only the operations listed here are
-/// served; the others answer `NotImplemented`.
 /// A part whose upload was aborted while it was on its way: the abort removed the parts it saw,
 /// and this one was written after (S3 documents the same race: an abort may need repeating). When
 /// the part's handler ends or is dropped and the upload no longer exists, the part goes too.
@@ -549,22 +757,54 @@ impl Drop for LatePart {
     }
 }
 
+/// s3s-fs behind the checks of this module: names validated, links refused, activity recorded,
+/// stale sidecars dropped, over-long sidecar names avoided, abandoned multipart uploads aborted.
+/// Only the operations listed here are served; the others answer `NotImplemented`.
 struct Guarded {
     fs: s3s_fs::FileSystem,
     /// `buckets/`, canonical.
     root: PathBuf,
     activity: Arc<Activity>,
+    uploads: Arc<Uploads>,
     staged: AtomicU64,
 }
 
 impl Guarded {
-    fn new(buckets: &Path, activity: Arc<Activity>) -> Result<Guarded> {
+    fn new(buckets: &Path, activity: Arc<Activity>, uploads: Arc<Uploads>) -> Result<Guarded> {
         fs::create_dir_all(buckets).map_err(|e| Error::io("create", buckets, e))?;
         let root = fs::canonicalize(buckets).map_err(|e| Error::io("open", buckets, e))?;
         sweep(&root);
         let fs = s3s_fs::FileSystem::new(&root)
             .map_err(|e| Error::io("serve", &root, io::Error::other(format!("{e:?}"))))?;
-        Ok(Guarded { fs, root, activity, staged: AtomicU64::new(0) })
+        Ok(Guarded { fs, root, activity, uploads, staged: AtomicU64::new(0) })
+    }
+
+    /// After upload `id` of `bucket`/`key` (as stored) completed: forgets it and aborts the uploads
+    /// it superseded.
+    async fn completed(&self, bucket: &str, key: &str, id: &str, began: Option<SystemTime>) {
+        self.uploads.forget(id);
+        if let Some(began) = began {
+            self.abort_superseded(bucket, key, id, began).await;
+        }
+    }
+
+    /// Aborts the unfinished uploads of `bucket`/`key` (as stored: staged keys included) other than
+    /// `done`, which completed, that showed no activity since `done` began (module documentation).
+    async fn abort_superseded(&self, bucket: &str, key: &str, done: &str, began: SystemTime) {
+        let (root, uploads, done) = (self.root.clone(), Arc::clone(&self.uploads), done.to_string());
+        let sidecar = format!(".bucket-{}.object-{}.upload-", b64(bucket), b64(key));
+        let _ = tokio::task::spawn_blocking(move || {
+            for (id, files) in upload_files(&root, |_| true) {
+                let of_key = files
+                    .iter()
+                    .any(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&sidecar)));
+                if of_key && id != done && !uploads.active_since(&id, &files, began) {
+                    abort_files(&root, &id, &files);
+                    uploads.forget(&id);
+                }
+            }
+        })
+        .await;
     }
 
     fn bucket_dir(&self, bucket: &str) -> S3Result<PathBuf> {
@@ -791,14 +1031,19 @@ impl S3 for Guarded {
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         self.object(&bucket, &key)?;
-        if !sidecar_too_long(&bucket, &key, true) {
-            return self.fs.create_multipart_upload(req).await;
+        let staged = sidecar_too_long(&bucket, &key, true);
+        if staged {
+            req.input.bucket = STAGING.to_string();
+            req.input.key = Self::staged_multipart_key(&bucket, &key);
         }
-        req.input.bucket = STAGING.to_string();
-        req.input.key = Self::staged_multipart_key(&bucket, &key);
         let mut out = self.fs.create_multipart_upload(req).await?;
-        out.output.bucket = Some(bucket);
-        out.output.key = Some(key);
+        if let Some(id) = &out.output.upload_id {
+            self.uploads.created(id);
+        }
+        if staged {
+            out.output.bucket = Some(bucket);
+            out.output.key = Some(key);
+        }
         Ok(out)
     }
 
@@ -807,6 +1052,7 @@ impl S3 for Guarded {
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         self.object(&req.input.bucket, &req.input.key)?;
+        let _busy = self.uploads.begin(&req.input.upload_id, true);
         let _late = LatePart {
             upload: self.root.join(format!(".upload-{}.json", req.input.upload_id)),
             part: self
@@ -824,6 +1070,7 @@ impl S3 for Guarded {
             self.before_read(bucket, key)?;
         }
         self.object(&req.input.bucket, &req.input.key)?;
+        let _busy = self.uploads.begin(&req.input.upload_id, true);
         self.fs.upload_part_copy(req).await
     }
 
@@ -839,10 +1086,19 @@ impl S3 for Guarded {
         &self,
         mut req: S3Request<dto::CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
-        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let (bucket, key, id) =
+            (req.input.bucket.clone(), req.input.key.clone(), req.input.upload_id.clone());
         let target = self.object(&bucket, &key)?;
+        let _busy = self.uploads.begin(&id, false);
+        let began = self.uploads.began(&self.root, &id);
         if !sidecar_too_long(&bucket, &key, true) {
-            return self.fs.complete_multipart_upload(req).await;
+            let out = self.fs.complete_multipart_upload(req).await?;
+            let output = match out.output.future {
+                Some(done) => done.await?,
+                None => out.output,
+            };
+            self.completed(&bucket, &key, &id, began).await;
+            return Ok(S3Response::new(output));
         }
         let staged = Self::staged_multipart_key(&bucket, &key);
         req.input.bucket = STAGING.to_string();
@@ -853,6 +1109,7 @@ impl S3 for Guarded {
             Some(done) => done.await?,
             None => out.output,
         };
+        self.completed(STAGING, &staged, &id, began).await;
         output.bucket = Some(bucket);
         output.key = Some(key);
         Ok(S3Response::new(output))
@@ -868,7 +1125,12 @@ impl S3 for Guarded {
             req.input.bucket = STAGING.to_string();
             req.input.key = Self::staged_multipart_key(&bucket, &key);
         }
-        self.fs.abort_multipart_upload(req).await
+        let id = req.input.upload_id.clone();
+        let out = self.fs.abort_multipart_upload(req).await;
+        if out.is_ok() {
+            self.uploads.forget(&id);
+        }
+        out
     }
 }
 
@@ -1093,6 +1355,124 @@ pub(crate) mod tests {
             .filter(|n| n.starts_with('.') && n != STAGING)
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn the_files_of_an_upload_are_recognised() {
+        let id = "0ebfdfcc-b975-4fc2-b649-c19a20bdfeb7";
+        assert_eq!(upload_of(&format!(".upload-{id}.json")), Some(id));
+        assert_eq!(upload_of(&format!(".upload_id-{id}.part-12")), Some(id));
+        assert_eq!(upload_of(&format!(".bucket-YWxwaGE.object-aw.upload-{id}.metadata.json")), Some(id));
+        for other in [
+            ".bucket-YWxwaGE.object-aw.metadata.json",
+            ".bucket-YWxwaGE.object-aw.internal.json",
+            ".tmp.3.internal.part",
+            ".upload-.json",
+            ".upload-../x.json",
+            "alpha",
+        ] {
+            assert_eq!(upload_of(other), None, "{other}");
+        }
+    }
+
+    /// Starts a multipart upload of `key` with one part; its upload id.
+    async fn unfinished_upload(f: &Fixture, key: &str) -> String {
+        let c = f.store.client();
+        let id = c.create_multipart_upload().bucket("alpha").key(key).send().await.unwrap();
+        let id = id.upload_id().unwrap().to_string();
+        let part = aws_sdk_s3::primitives::ByteStream::from(vec![7u8; 5 * 1024 * 1024]);
+        c.upload_part()
+            .bucket("alpha")
+            .key(key)
+            .upload_id(&id)
+            .part_number(1)
+            .body(part)
+            .send()
+            .await
+            .unwrap();
+        id
+    }
+
+    fn files_of(f: &Fixture, id: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(f.home.buckets_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| upload_of(n) == Some(id))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// An upload left by a dead client goes once a newer upload of its key completes; an upload
+    /// of another key stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completed_upload_aborts_the_abandoned_uploads_of_its_key() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let dead = unfinished_upload(&f, "data/big.bin").await;
+        let other = unfinished_upload(&f, "data/other.bin").await;
+        assert_eq!(files_of(&f, &dead).len(), 3, "{:?}", files_of(&f, &dead));
+        let local = f.tmp.path().join("big.bin");
+        fs::write(&local, vec![1u8; 11 * 1024 * 1024]).unwrap();
+        let store = f.store.clone().with_multipart(5 * 1024 * 1024, 5 * 1024 * 1024);
+        store.upload_file("alpha", "data/big.bin", &local, &mut |_, _| {}).await.unwrap();
+        assert_eq!(files_of(&f, &dead), Vec::<String>::new());
+        assert_eq!(files_of(&f, &other).len(), 3, "{:?}", files_of(&f, &other));
+        // The aborted upload is gone for its client too.
+        let late = f
+            .store
+            .client()
+            .upload_part()
+            .bucket("alpha")
+            .key("data/big.bin")
+            .upload_id(&dead)
+            .part_number(2)
+            .body(aws_sdk_s3::primitives::ByteStream::from(vec![1u8; 10]))
+            .send()
+            .await;
+        assert!(late.is_err(), "{late:?}");
+        assert_eq!(files_of(&f, &dead), Vec::<String>::new());
+        assert_eq!(
+            fs::read(f.home.buckets_dir().join("alpha/data/big.bin")).unwrap().len(),
+            11 * 1024 * 1024
+        );
+    }
+
+    /// The lifecycle rule: an upload idle for longer than the bound goes, judged on its newest
+    /// file; one with a part on its way stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_uploads_expire() {
+        let f = fixture().await;
+        f.store.ensure_bucket("alpha").await.unwrap();
+        let old = unfinished_upload(&f, "old.bin").await;
+        let recent = unfinished_upload(&f, "recent.bin").await;
+        let root = fs::canonicalize(f.home.buckets_dir()).unwrap();
+        let age = |id: &str, files: &[String], by: Duration| {
+            for name in files {
+                let file = File::options().write(true).open(root.join(name)).unwrap();
+                file.set_modified(SystemTime::now() - by).unwrap();
+            }
+            assert!(!files.is_empty(), "{id}");
+        };
+        age(&old, &files_of(&f, &old), Duration::from_secs(7200));
+        // `recent` began long ago, but its part is new.
+        age(&recent, &[format!(".upload-{recent}.json")], Duration::from_secs(7200));
+        let seen = Arc::new(Uploads::default());
+        abort_abandoned_uploads(&root, &seen, ABANDONED_UPLOAD_AFTER);
+        assert_eq!(files_of(&f, &old), Vec::<String>::new());
+        assert_eq!(files_of(&f, &recent).len(), 3);
+        // Idle by its files, but a part is on its way.
+        age(&recent, &files_of(&f, &recent), Duration::from_secs(7200));
+        let busy = seen.begin(&recent, true);
+        let seen_then = Uploads::default();
+        abort_abandoned_uploads(&root, &seen, ABANDONED_UPLOAD_AFTER);
+        assert_eq!(files_of(&f, &recent).len(), 3);
+        drop(busy);
+        // What this endpoint saw counts as activity too; without it, the files decide.
+        abort_abandoned_uploads(&root, &seen, ABANDONED_UPLOAD_AFTER);
+        assert_eq!(files_of(&f, &recent).len(), 3);
+        abort_abandoned_uploads(&root, &seen_then, ABANDONED_UPLOAD_AFTER);
+        assert_eq!(files_of(&f, &recent), Vec::<String>::new());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,9 @@ pub struct InstanceEnv {
     pub shims: PathBuf,
     /// The endpoint environment (`AWS_ENDPOINT_URL`, credentials, region) and any extra variables.
     pub env: Vec<(String, String)>,
+    /// A host folder made readable inside at its own path (the blueprint, for `exec` and `ssh`;
+    /// never for jobs), even when it lives under the hidden `/home`.
+    pub visible: Option<PathBuf>,
 }
 
 /// Finds out whether bubblewrap works here. `DEVAMI_SANDBOX=none` forces the fallback.
@@ -200,8 +203,13 @@ pub fn command(
             for (shim, target) in &covered {
                 cmd.arg("--ro-bind").arg(shim).arg(target);
             }
+            if let Some(dir) = &ienv.visible {
+                cmd.arg("--ro-bind").arg(dir).arg(dir);
+            }
             if root_user {
-                cmd.args(["--cap-drop", "CAP_SYS_BOOT"]);
+                // bubblewrap keeps a root caller's capabilities: drop them all, so a job cannot
+                // read other processes' environments or undo the mounts that hide /home.
+                cmd.args(["--cap-drop", "ALL"]);
                 if Path::new("/proc/sysrq-trigger").exists() {
                     cmd.args(["--ro-bind", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]);
                 }
@@ -682,6 +690,7 @@ mod tests {
             instance_dir: dir,
             shims: install_shims(home).unwrap(),
             env: vec![("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:1".into())],
+            visible: None,
         }
     }
 

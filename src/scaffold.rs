@@ -35,8 +35,8 @@ pub const EXAMPLE_SUBMIT: &str = "exampledevsubmit.json";
 /// and starts and ends with a letter or digit; with [`Error::AlreadyExists`] when anything is
 /// already at that path. If writing fails halfway, what was created is removed again.
 pub fn init(name: &str, parent: &Path) -> Result<PathBuf> {
-    if !is_valid_name(name) {
-        return Err(Error::InvalidName { name: name.to_string() });
+    if let Some(rule) = name_problem(name) {
+        return Err(Error::InvalidName { name: name.to_string(), rule });
     }
     // `init x` in the current folder shows `x`, not `./x`.
     let dir = if parent == Path::new(".") { PathBuf::from(name) } else { parent.join(name) };
@@ -79,12 +79,41 @@ pub fn render_created(path: &Path) -> String {
     .join("\n")
 }
 
-/// The rule for blueprint names: `^[a-z0-9-]+$`, 3 to 63 characters, no dash at either end.
+/// The rule for blueprint names: `^[a-z0-9-]+$`, 3 to 63 characters, no dash at either end, and
+/// none of the prefixes and suffixes S3 reserves (so that `check` accepts what `init` writes).
 pub fn is_valid_name(name: &str) -> bool {
-    (3..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    name_problem(name).is_none()
+}
+
+/// Which part of the naming rule `name` breaks (the first one), as the next step to take.
+pub fn name_problem(name: &str) -> Option<String> {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Some("use only lowercase letters, digits and dashes (`^[a-z0-9-]+$`)".to_string());
+    }
+    let n = name.len();
+    if !(3..=63).contains(&n) {
+        return Some(format!(
+            "it has {n} character{}, and a name has 3 to 63 lowercase letters, digits and dashes (it \
+             becomes an S3 bucket name)",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    let dash_at = if name.starts_with('-') {
+        Some("starts")
+    } else if name.ends_with('-') {
+        Some("ends")
+    } else {
+        None
+    };
+    if let Some(end) = dash_at {
+        return Some(format!(
+            "it {end} with a dash; a name starts and ends with a letter or a digit, with lowercase \
+             letters, digits and dashes between"
+        ));
+    }
+    // The rest of S3's rules (reserved prefixes and suffixes), as `check` applies them.
+    crate::lint::bucket_name_problem(name)
+        .map(|problem| format!("it {problem}, and the name becomes the S3 bucket name"))
 }
 
 /// The blueprint `init` writes for `name`.
@@ -223,10 +252,23 @@ mod tests {
             "é-abc",
         ] {
             match init(name, tmp.path()) {
-                Err(Error::InvalidName { name: n }) => assert_eq!(n, name),
+                Err(Error::InvalidName { name: n, .. }) => assert_eq!(n, name),
                 other => panic!("{name:?}: {other:?}"),
             }
         }
+        let message = |name: &str| init(name, tmp.path()).unwrap_err().to_string();
+        assert!(message("My_Analysis").contains("use only lowercase letters, digits and dashes"));
+        assert!(message(&"a".repeat(300)).contains("it has 300 characters, and a name has 3 to 63"));
+        assert!(message("ab").contains("it has 2 characters"));
+        assert!(
+            message("-abc")
+                .contains("it starts with a dash; a name starts and ends with a letter or a digit")
+        );
+        assert!(message("abc-").contains("it ends with a dash"));
+        assert!(message("xn--abc").contains("it starts with `xn--`, a prefix S3 reserves"));
+        assert!(message("abc-s3alias").contains("a suffix S3 reserves"));
+        let shown = message("\u{1b}[2Jx");
+        assert!(shown.starts_with("invalid blueprint name `\\u{1b}[2Jx`: use only"), "{shown}");
         assert!(init(&"a".repeat(64), tmp.path()).is_err());
         assert!(init(&"a".repeat(63), tmp.path()).is_ok());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);

@@ -127,7 +127,7 @@ fn running_cost_text(
     match (rec.last_state.as_deref(), hourly, rec.launch_time) {
         (Some("running" | "pending"), Some(h), Some(t)) => format!(
             "{} since {} UTC{note}",
-            pricing::dollars(pricing::running_cost(h, now - t)),
+            pricing::dollars(pricing::running_cost(h, now.saturating_sub(t))),
             clock::format(t)
         ),
         (Some("running" | "pending"), None, _) => "unknown (no price for its type)".into(),
@@ -162,6 +162,22 @@ impl std::fmt::Debug for Cloud {
 }
 
 impl Cloud {
+    /// [`Cloud::call`] bounded by `limit`: `Ok(None)` when no answer came in time (the call is
+    /// abandoned, as on Ctrl-C).
+    pub(crate) fn call_within<T>(
+        &self,
+        limit: Duration,
+        op: &'static str,
+        fut: impl Future<Output = std::result::Result<T, BackendError>>,
+    ) -> Result<Option<T>> {
+        self.call(op, async {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(answer) => answer.map(Some),
+                Err(_) => Ok(None),
+            }
+        })
+    }
+
     /// Runs one backend call to completion; Ctrl-C abandons the wait for it (not the operation).
     pub(crate) fn call<T>(
         &self,
@@ -241,6 +257,10 @@ impl DevAmi {
                 state.backend
             )));
         }
+        // The folder is ours and its state sound: what writes killed before their rename left
+        // (in `.devami/`, and beside the blueprint from older versions) goes.
+        store.remove_dead_temps();
+        crate::blueprint::remove_dead_temps(blueprint.dir());
         // Drop the old lock only once the new blueprint is ours.
         self.blueprint = Some(blueprint);
         self.store = Some(store);
@@ -329,7 +349,7 @@ impl DevAmi {
                 "{} at {}/hour, {} so far{}",
                 rec.instance_type.as_deref().unwrap_or("-"),
                 pricing::dollars(h),
-                pricing::dollars(pricing::running_cost(h, clock::now() - t)),
+                pricing::dollars(pricing::running_cost(h, clock::now().saturating_sub(t))),
                 self.price_note()
             ),
             _ => rec.instance_type.clone().unwrap_or_else(|| "price unknown".into()),
@@ -453,8 +473,16 @@ impl DevAmi {
                 None => Output::Text(command::help_overview()),
             },
             "exit" => return Ok(Outcome { output: Output::Empty, flow: Flow::Exit }),
-            "status" => self.status()?,
-            "history" => self.history()?,
+            "status" => {
+                self.require_blueprint()?;
+                self.refresh_pending_images();
+                self.status()?
+            }
+            "history" => {
+                self.require_blueprint()?;
+                self.refresh_pending_images();
+                self.history()?
+            }
             "jobs" => self.cmd_jobs()?,
             "blueprint" => {
                 let bp = self.require_blueprint()?;
@@ -561,9 +589,11 @@ impl DevAmi {
                             () = watch_interrupt() => Err(Error::Interrupted),
                         }
                     })?;
-                    return Ok(self.cloud.insert(Cloud { rt, backend: Box::new(backend) }));
+                    let backend = crate::faults::wrap(Box::new(backend))?;
+                    return Ok(self.cloud.insert(Cloud { rt, backend }));
                 }
             };
+            let backend = crate::faults::wrap(backend)?;
             let rt = runtime()?;
             return Ok(self.cloud.insert(Cloud { rt, backend }));
         }
@@ -633,11 +663,14 @@ impl DevAmi {
 
     fn forget(&mut self) -> Result<Output> {
         let id = self.current_instance()?;
-        let question = format!(
-            "stop tracking instance {id}? It is not stopped or terminated and may keep costing money"
-        );
-        if !self.confirm("forget", &question)? {
-            return Ok(Output::text("No state change."));
+        let last = self.state.current().and_then(|r| r.last_state.clone());
+        // A terminated (or vanished) instance costs nothing: forgetting it needs no question.
+        if !matches!(last.as_deref(), Some("terminated" | "gone")) {
+            let seen = last.map(|s| format!("last seen {s}")).unwrap_or_else(|| "state unknown".into());
+            let question = format!("stop tracking instance {id} ({seen})? It may keep costing money");
+            if !self.confirm("forget", &question)? {
+                return Ok(Output::text("No state change."));
+            }
         }
         self.state.instance = None;
         self.state.ip = None;

@@ -6,10 +6,20 @@
 //! rename, fsync of the folder) after every change, so a crash or a closed terminal never loses an
 //! instance id. A second devami on the same folder is kept out by an advisory lock on
 //! `.devami/lock` (released by the kernel when the holder dies), and is told who holds it.
+//!
+//! Only the lock's holder writes in `.devami/`, so once the lock is taken any temporary file there
+//! (`.state.json.tmp-<pid>`, the blueprint's `stack_config_template.json.tmp-<pid>`) was left by a
+//! process killed half-way through a write: [`StateStore::remove_dead_temps`] removes them, once
+//! the session has loaded its state (a damaged state file leaves everything as it is, a
+//! temporary file that may hold a newer state included).
+//! [`may_still_write`] answers the same question for temporary files in folders that no lock
+//! guards (a download's `<name>.devami-part-<pid>`): whether the process named in it may still be
+//! writing it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +30,10 @@ use crate::error::{Error, Result};
 pub const STATE_DIR: &str = ".devami";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
+/// How much of the lock file is read to say who holds it.
+const HOLDER_BYTES: u64 = 4096;
+/// How much of a library's message about a damaged file is quoted.
+const MESSAGE_CHARS: usize = 300;
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
 
@@ -52,9 +66,11 @@ pub struct State {
 
 impl InstanceRecord {
     /// Seconds of lifetime left at `now` (negative once past), when the launch time and the
-    /// lifetime are known.
+    /// lifetime are known. Saturates: a launch time from a damaged state file or a strange cloud
+    /// answer gives a huge value, never an overflow.
     pub fn lifetime_left(&self, now: i64) -> Option<i64> {
-        Some(self.launch_time? + i64::from(self.timeout_minutes?) * 60 - now)
+        let end = self.launch_time?.saturating_add(i64::from(self.timeout_minutes?) * 60);
+        Some(end.saturating_sub(now))
     }
 }
 
@@ -189,8 +205,11 @@ impl StateStore {
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = lock.read_to_string(&mut holder);
+                // The holder wrote one short line; read no more than a screenful of whatever is
+                // there (the message escapes and cuts it).
+                let mut bytes = Vec::new();
+                let _ = (&mut lock).take(HOLDER_BYTES).read_to_end(&mut bytes);
+                let holder = String::from_utf8_lossy(&bytes);
                 let holder = holder.trim();
                 let holder = if holder.is_empty() {
                     "a process that is still starting".to_string()
@@ -209,6 +228,20 @@ impl StateStore {
         Ok(StateStore { dir, _lock: lock })
     }
 
+    /// Removes the temporary files of atomic writes (`*.tmp-<pid>`, regular files only) in the
+    /// locked `.devami/` folder: the lock's holder is the only writer there, so every one of them
+    /// was left by a writer that was killed. Best effort: a file that cannot be removed stays.
+    pub fn remove_dead_temps(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let is_temp = name.to_str().is_some_and(is_temp_name);
+            if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// The `.devami/` folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -220,15 +253,30 @@ impl StateStore {
     }
 
     /// Loads the state, or returns `None` when this blueprint has no session yet.
+    ///
+    /// Only a regular file is read: a symbolic link is refused (a save replaces the file, so it
+    /// would replace the link and fork the state it pointed to; a dangling one is not "no
+    /// session"), and so is a FIFO or a device (reading one could block forever).
     pub fn load(&self) -> Result<Option<State>> {
         let path = self.path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(&path)),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", &path, e)),
-        };
-        let state: State = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::StateCorrupt { path: path.clone(), message: e.to_string() })?;
+        }
+        let bytes = read_regular(&path).map_err(|e| Error::io("read", &path, e))?;
+        let state: State = from_json_object(&bytes)
+            .map_err(|message| Error::StateCorrupt { path: path.clone(), message })?;
+        if state.backend.parse::<crate::backend::BackendKind>().is_err() {
+            return Err(Error::StateCorrupt {
+                path,
+                message: format!(
+                    "its `backend` is {}, which is neither `local` nor `aws`",
+                    crate::error::shown(&state.backend)
+                ),
+            });
+        }
         if state.version != STATE_VERSION {
             return Err(Error::StateCorrupt {
                 path,
@@ -252,8 +300,169 @@ impl StateStore {
     }
 }
 
+/// Why a symbolic link is not accepted as the state file: an I/O error naming the link's target
+/// (or the error that following it gives, e.g. a loop).
+fn symlink_refused(path: &Path) -> Error {
+    if let Err(e) = fs::metadata(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        return Error::io("read", path, e);
+    }
+    let target = fs::read_link(path).map(|t| crate::error::shown(&t.to_string_lossy())).unwrap_or_default();
+    let dangling = if path.exists() { "" } else { ", which does not exist" };
+    Error::io(
+        "read",
+        path,
+        io::Error::other(format!(
+            "it is a symbolic link (to {target}{dangling}), and devami keeps its state only in a regular file, \
+             which every save replaces; put the file itself in its place, or remove the link to start a fresh session"
+        )),
+    )
+}
+
+/// Reads a file that must be a regular file (a symbolic link to one is followed). Anything else is
+/// refused before it is opened, so that reading a FIFO or a device never blocks: a folder with
+/// the usual `Is a directory`, the rest with what it is.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = fs::metadata(path)?;
+    check_regular(&meta)?;
+    // O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not wait
+    // for a writer, and the second check below refuses it.
+    let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    check_regular(&file.metadata()?)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_regular`] as text, for files that hold text (a submit file, a price table): invalid
+/// UTF-8 is an `InvalidData` error saying where.
+pub fn read_regular_text(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_regular(path)?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it is not valid UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// An error unless `meta` describes a regular file.
+pub fn check_regular(meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    } else if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is {what}, not a regular file; devami reads only regular files"),
+    ))
+}
+
+/// Deserializes a JSON document that must be an object. serde's derived structs also read a
+/// list (field by field, in order), so a list is refused here first. The error is a message,
+/// escaped and cut (serde quotes unknown field names whole).
+pub fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    let message = |e: serde_json::Error| crate::error::clipped(&e.to_string(), MESSAGE_CHARS);
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+        let kind = match serde_json::from_slice::<serde_json::Value>(bytes).map_err(message)? {
+            serde_json::Value::Array(_) => "a list",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Null | serde_json::Value::Object(_) => "null",
+        };
+        return Err(format!("it must hold one JSON object, and it holds {kind}"));
+    }
+    serde_json::from_slice(bytes).map_err(message)
+}
+
+/// Whether `name` is a temporary file of an atomic write: `<anything>.tmp-<pid>` (what
+/// [`write_atomically`] and `Blueprint::save` name them).
+pub fn is_temp_name(name: &str) -> bool {
+    temp_pid(name, ".tmp-").is_some()
+}
+
+/// The pid a temporary file `<stem><marker><pid>` is named after, when `name` has that shape with
+/// a non-empty stem.
+pub fn temp_pid(name: &str, marker: &str) -> Option<u32> {
+    let (stem, pid) = name.rsplit_once(marker)?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Leeway between a process's start time as computed from `/proc` (whole seconds of boot time)
+/// and a file's modification time.
+const START_LEEWAY: Duration = Duration::from_secs(2);
+
+/// Whether process `pid` may still be writing a file it named after itself and that was last
+/// modified at `modified`: the process exists (a zombie does not count) and started before that
+/// moment. A process that started after the file's last change only reuses the pid of the writer,
+/// which died. When the start time cannot be read (no `/proc`), a live pid counts as the writer.
+pub fn may_still_write(pid: u32, modified: SystemTime) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else { return false };
+    if raw <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(raw, 0) };
+    if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    match process_start(pid) {
+        Some(Started::Zombie) => false,
+        Some(Started::At(start)) => start <= modified + START_LEEWAY,
+        None => true,
+    }
+}
+
+enum Started {
+    At(SystemTime),
+    Zombie,
+}
+
+/// When process `pid` started (wall clock), from `/proc/<pid>/stat` and the boot time of
+/// `/proc/stat`.
+fn process_start(pid: u32) -> Option<Started> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold anything: the fields follow the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state); starttime is field 22, in clock ticks after boot.
+    if matches!(fields.first(), Some(&"Z" | &"X")) {
+        return Some(Started::Zombie);
+    }
+    let ticks: u64 = fields.get(19)?.parse().ok()?;
+    let boot: u64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    // SAFETY: sysconf only reads a system parameter.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0)?;
+    let after_boot =
+        Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz);
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(boot) + after_boot).map(Started::At)
+}
+
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix:
 /// a temporary file in the same folder, fsync, rename over the target, fsync of the folder.
+/// The temporary file is `.<name>.tmp-<pid>`; a writer killed before the rename leaves it behind
+/// (in `.devami/`, [`StateStore::remove_dead_temps`] removes it).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -270,6 +479,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io("write", path, e));
     }
     Ok(())
+}
+
+/// Creates a FIFO at `path` (for tests of the code that must not block on one).
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path without NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
 }
 
 #[cfg(test)]
@@ -307,6 +524,162 @@ mod tests {
         assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
         drop(store);
         StateStore::open(tmp.path()).unwrap();
+    }
+
+    fn record(launch_time: Option<i64>, timeout_minutes: Option<u32>) -> InstanceRecord {
+        InstanceRecord {
+            id: "i-1".into(),
+            source: None,
+            image_id: None,
+            instance_type: None,
+            recorded: 0,
+            timeout_minutes,
+            last_state: None,
+            last_seen: None,
+            launch_time,
+            volume_gib: None,
+            origin: "launched".into(),
+        }
+    }
+
+    #[test]
+    fn lifetime_left_saturates_on_extreme_times() {
+        assert_eq!(record(Some(100), Some(1)).lifetime_left(130), Some(30));
+        assert_eq!(record(None, Some(1)).lifetime_left(130), None);
+        assert_eq!(record(Some(i64::MAX), Some(u32::MAX)).lifetime_left(0), Some(i64::MAX));
+        assert_eq!(record(Some(i64::MIN), Some(60)).lifetime_left(1_700_000_000), Some(i64::MIN));
+        assert_eq!(record(Some(0), Some(60)).lifetime_left(i64::MIN), Some(i64::MAX));
+    }
+
+    /// The store's state file holding `text`, and the error loading it gives.
+    fn load_error(text: &[u8]) -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        fs::write(store.path(), text).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(matches!(err, Error::StateCorrupt { .. }), "{err}");
+        assert_eq!(fs::read(store.path()).unwrap(), text);
+        err.to_string()
+    }
+
+    #[test]
+    fn a_state_file_must_be_an_object_of_a_known_backend() {
+        assert!(
+            load_error(b"[1, \"local\", null]\n").contains("must hold one JSON object, and it holds a list")
+        );
+        assert!(load_error(b" \"x\"").contains("it holds a string"));
+        assert!(!load_error(b"tru").contains("it holds"));
+        let huge = format!("{{\"version\": 1, \"{}\": 1}}", "k".repeat(1 << 20));
+        let msg = load_error(huge.as_bytes());
+        assert!(msg.contains("unknown field") && msg.len() < 1000, "{msg}");
+        let msg =
+            load_error(format!("{{\"version\": 1, \"backend\": \"{}\"}}", "l".repeat(1 << 20)).as_bytes());
+        assert!(msg.contains("neither `local` nor `aws`") && msg.len() < 1000, "{msg}");
+    }
+
+    #[test]
+    fn only_a_regular_state_file_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let path = store.path();
+        // A dangling link is not "no session yet".
+        std::os::unix::fs::symlink("../elsewhere/state.json", &path).unwrap();
+        let msg = crate::console::render_error(&store.load().unwrap_err());
+        assert!(msg.contains("symbolic link (to `../elsewhere/state.json`, which does not exist)"), "{msg}");
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        // Nor is a link to a real file, which a save would replace.
+        fs::remove_file(&path).unwrap();
+        fs::write(tmp.path().join("real.json"), serde_json::to_string(&State::new("local")).unwrap())
+            .unwrap();
+        std::os::unix::fs::symlink("../real.json", &path).unwrap();
+        let msg = crate::console::render_error(&store.load().unwrap_err());
+        assert!(msg.contains("symbolic link (to `../real.json`)"), "{msg}");
+        // A FIFO is refused without waiting for a writer.
+        fs::remove_file(&path).unwrap();
+        make_fifo(&path);
+        let msg = crate::console::render_error(&store.load().unwrap_err());
+        assert!(msg.contains("a named pipe (FIFO), not a regular file"), "{msg}");
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let msg = crate::console::render_error(&store.load().unwrap_err());
+        assert!(msg.contains("Is a directory"), "{msg}");
+    }
+
+    #[test]
+    fn the_lock_holder_is_read_bounded_and_shown_safely() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let lock = tmp.path().join(STATE_DIR).join(LOCK_FILE);
+        fs::write(&lock, format!("pid 1\u{1b}]0;owned\u{7}\u{1b}[2J{}", "z".repeat(1 << 20))).unwrap();
+        let msg = StateStore::open(tmp.path()).unwrap_err().to_string();
+        assert!(msg.contains("(pid 1\\u{1b}]0;owned\\u{7}\\u{1b}[2Jzz"), "{msg}");
+        assert!(!msg.chars().any(char::is_control) && msg.len() < 400, "{msg}");
+        drop(store);
+    }
+
+    #[test]
+    fn the_lock_holder_removes_what_killed_writers_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(StateStore::open(tmp.path()).unwrap());
+        let dir = tmp.path().join(STATE_DIR);
+        // A state write and a blueprint rewrite killed before their rename.
+        fs::write(dir.join(".state.json.tmp-4242"), b"{\"partial").unwrap();
+        fs::write(dir.join("stack_config_template.json.tmp-77"), b"{").unwrap();
+        fs::write(dir.join("state.json"), b"kept").unwrap();
+        // Not temporary files of an atomic write: kept.
+        fs::write(dir.join("notes.tmp-12a"), b"x").unwrap();
+        fs::write(dir.join(".tmp-12"), b"x").unwrap();
+        fs::create_dir(dir.join("folder.tmp-3")).unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        assert!(dir.join(".state.json.tmp-4242").exists(), "removed before the state was read");
+        store.remove_dead_temps();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".gitignore", ".tmp-12", "folder.tmp-3", "lock", "notes.tmp-12a", "state.json"]);
+        // While the lock is held, a second open (refused) touches nothing.
+        fs::write(dir.join(".state.json.tmp-5"), b"x").unwrap();
+        assert!(StateStore::open(tmp.path()).is_err());
+        assert!(dir.join(".state.json.tmp-5").exists());
+        drop(store);
+    }
+
+    #[test]
+    fn temporary_names_carry_their_pid() {
+        assert_eq!(temp_pid(".state.json.tmp-4242", ".tmp-"), Some(4242));
+        assert_eq!(temp_pid("big.bin.devami-part-17", ".devami-part-"), Some(17));
+        assert_eq!(temp_pid("a.devami-part-1.devami-part-2", ".devami-part-"), Some(2));
+        for bad in [".devami-part-1", "x.devami-part-", "x.devami-part-1a", "x.devami-part--1", "x.bin"] {
+            assert_eq!(temp_pid(bad, ".devami-part-"), None, "{bad}");
+        }
+        assert!(is_temp_name("stack_config_template.json.tmp-1") && !is_temp_name("state.json"));
+    }
+
+    #[test]
+    fn only_a_live_writer_that_started_before_the_change_may_still_write() {
+        let now = SystemTime::now();
+        // This process, for a file changed now: it may be writing it.
+        assert!(may_still_write(std::process::id(), now));
+        // A file last changed long before this process started: its writer was another process
+        // that had this pid.
+        assert!(!may_still_write(std::process::id(), SystemTime::UNIX_EPOCH + Duration::from_secs(1000)));
+        // A process that ended and was reaped, and one that ended and was not (a zombie).
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        assert!(!may_still_write(gone_pid, now));
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let zombie_pid = zombie.id();
+        let start = std::time::Instant::now();
+        while fs::read_to_string(format!("/proc/{zombie_pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+            assert!(start.elapsed() < Duration::from_secs(10), "`true` did not end");
+            std::thread::yield_now();
+        }
+        assert!(!may_still_write(zombie_pid, now));
+        zombie.wait().unwrap();
+        assert!(!may_still_write(0, now) && !may_still_write(u32::MAX, now));
     }
 
     #[test]

@@ -26,6 +26,17 @@ pub struct Submit {
 /// Parses a submit file's text; errors name the file and the field.
 pub fn parse_submit(path: &Path, text: &str) -> Result<Submit> {
     let shown = path.display();
+    if text.starts_with('\u{feff}') {
+        return Err(Error::BlueprintSyntax {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message:
+                "the file starts with a UTF-8 byte order mark, which Python's `json` (and so NeuroCAAS) \
+                      rejects (save it as UTF-8 without BOM)"
+                    .to_string(),
+        });
+    }
     let doc: Value = serde_json::from_str(text).map_err(|e| Error::BlueprintSyntax {
         path: path.to_path_buf(),
         line: e.line(),
@@ -46,6 +57,16 @@ pub fn parse_submit(path: &Path, text: &str) -> Result<Submit> {
     };
     let string = |name: &str, v: &Value| -> Result<String> {
         match v {
+            // Keys and names reach S3 and a shell: a control character is never meant.
+            Value::String(s) if s.chars().any(char::is_control) => {
+                let c = s.chars().find(|c| c.is_control()).unwrap_or_default();
+                Err(Error::Refused(format!(
+                    "submit file `{shown}`: `{name}` {} holds the control character `{}`, which an S3 key \
+                     cannot hold; remove it",
+                    crate::error::shown(s),
+                    c.escape_default()
+                )))
+            }
             Value::String(s) if !s.is_empty() => Ok(s.clone()),
             Value::String(_) => Err(Error::Refused(format!("submit file `{shown}`: `{name}` is empty"))),
             other => Err(Error::Refused(format!(
@@ -85,13 +106,21 @@ enum Quote {
     None,
     Single,
     Double,
+    /// `$'...'`, where backslash escapes are decoded: no quoting of a value is safe there.
+    AnsiC,
 }
 
 /// Fills the COMMAND template's positional placeholders with `values`, each quoted for its
-/// shell context. Named fields, format specs and more placeholders than values are errors.
+/// shell context (unquoted, `"..."` or `'...'`). Named fields, format specs and more placeholders
+/// than values are errors, and so are placeholders in a context no quoting makes safe: inside a
+/// command substitution (`$(...)`, backquotes), inside `$'...'`, or right after a backslash.
 pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
     let mut out = String::with_capacity(template.len() + values.iter().map(|v| v.len() + 8).sum::<usize>());
     let mut quote = Quote::None;
+    // Open `$(` substitutions and whether a backquoted one is open: the quoting inside them starts
+    // afresh, which this scan does not follow, so a placeholder there is refused.
+    let mut substitutions = 0usize;
+    let mut backquoted = false;
     let mut auto = 0usize;
     let mut chars = template.chars().peekable();
     let bad = |m: String| Error::Refused(format!("the blueprint's COMMAND cannot be filled: {m}"));
@@ -127,6 +156,12 @@ pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
                         "`{{{field}}}` is a named or formatted field; the job manager passes only positional values (KeyError)"
                     )));
                 };
+                if substitutions > 0 || backquoted || quote == Quote::AnsiC {
+                    return Err(bad(
+                        "a placeholder inside `$(...)`, backquotes or `$'...'` cannot be quoted safely; pass the value to a script as an argument instead"
+                            .into(),
+                    ));
+                }
                 let value = values.get(index).ok_or_else(|| {
                     bad(format!(
                         "it has more than {} positional placeholders; the job manager passes {} (IndexError)",
@@ -137,6 +172,9 @@ pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
                 match quote {
                     Quote::None => out.push_str(&shell_quote(value)),
                     Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
+                    Quote::AnsiC => {
+                        return Err(bad("a placeholder inside `$'...'` cannot be quoted safely".into()));
+                    }
                     Quote::Double => {
                         for ch in value.chars() {
                             if matches!(ch, '\\' | '"' | '$' | '`') {
@@ -152,6 +190,24 @@ pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
         }
         out.push(c);
         match (quote, c) {
+            (Quote::None, '$') if chars.peek() == Some(&'\'') => {
+                out.push('\'');
+                chars.next();
+                quote = Quote::AnsiC;
+            }
+            (Quote::None | Quote::Double, '$') if chars.peek() == Some(&'(') => {
+                out.push('(');
+                chars.next();
+                substitutions += 1;
+            }
+            (Quote::None | Quote::Double, ')') if substitutions > 0 => substitutions -= 1,
+            (Quote::None | Quote::Double, '`') => backquoted = !backquoted,
+            (Quote::AnsiC, '\'') => quote = Quote::None,
+            (Quote::AnsiC, '\\') => {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            }
             (Quote::None, '\'') => quote = Quote::Single,
             (Quote::None, '"') => quote = Quote::Double,
             (Quote::Single, '\'') => quote = Quote::None,
@@ -163,6 +219,17 @@ pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
                 {
                     out.push(next);
                     chars.next();
+                } else if chars.peek() == Some(&'{') {
+                    // `\{}`: the backslash would escape the value's first character (its opening
+                    // quote, or the backslash that protects a `$`), so the value could run.
+                    let mut ahead = chars.clone();
+                    ahead.next();
+                    if ahead.peek() != Some(&'{') {
+                        return Err(bad(
+                            "a backslash right before a placeholder (`\\{}`) would escape the value's quoting; remove the backslash"
+                                .into(),
+                        ));
+                    }
                 }
             }
             _ => {}
@@ -232,7 +299,8 @@ pub fn key_in_bucket(name: &str, bucket: &str) -> Result<String> {
         Some(rest) => match rest.split_once('/') {
             Some((b, key)) if b == bucket && !key.is_empty() => Ok(key.to_string()),
             _ => Err(Error::Refused(format!(
-                "`{name}` is outside the analysis bucket `{bucket}`; development jobs read their data and config from it (give the key, like `GROUP/inputs/FILE`)"
+                "{} is outside the analysis bucket `{bucket}`; development jobs read their data and config from it (give the key, like `GROUP/inputs/FILE`)",
+                crate::error::shown(name)
             ))),
         },
     }
@@ -301,6 +369,21 @@ mod tests {
         assert!(fill_command("{name}", &["a"]).unwrap_err().to_string().contains("KeyError"));
         assert_eq!(fill_command("{{}} {0} {0}", &["a"]).unwrap(), "{} 'a' 'a'");
         assert!(fill_command("x }", &[]).is_err());
+        // A backslash right before a placeholder would escape the value's quoting (fuzzing found
+        // both forms); an escaped literal brace stays fine.
+        for t in [r"printf '%s\n' \{}", r#"echo "\{}""#] {
+            let e = fill_command(t, &["x; echo INJECTED; '"]).unwrap_err().to_string();
+            assert!(e.contains("backslash right before a placeholder"), "{t}: {e}");
+        }
+        assert_eq!(fill_command(r"echo \{{ {}", &["a"]).unwrap(), r"echo \{ 'a'");
+        // Inside a substitution or `$'...'` no quoting is safe (found by hand after fuzzing).
+        for t in [r#"printf '%s\n' "$(echo "{}")""#, r"printf '%s\n' $'{}'", "echo `cat {}`", "x $(f {}) y"] {
+            let e = fill_command(t, &["$(echo INJECTED)"]).unwrap_err().to_string();
+            assert!(e.contains("cannot be quoted safely"), "{t}: {e}");
+        }
+        // Substitutions without placeholders, and placeholders after them, are fine.
+        assert_eq!(fill_command("cd $(pwd) && echo {}", &["a b"]).unwrap(), "cd $(pwd) && echo 'a b'");
+        assert_eq!(fill_command("x=$'a\\'b' {}", &["v"]).unwrap(), "x=$'a\\'b' 'v'");
     }
 
     #[test]
@@ -356,6 +439,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("must be a string"), "{e}");
+        let e = parse_submit(p, r#"{"dataname": "g/inputs/a\u0000b", "configname": "c", "timestamp": "t"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`dataname` `g/inputs/a\\u{0}b` holds the control character `\\u{0}`"), "{e}");
+        let e =
+            parse_submit(p, "{\"dataname\": \"a\", \"configname\": \"c\\u001b[2J\", \"timestamp\": \"t\"}")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("`configname`") && !e.contains('\u{1b}'), "{e}");
+        let e = parse_submit(p, "\u{feff}{}").unwrap_err().to_string();
+        assert!(e.contains("byte order mark"), "{e}");
         assert_eq!(
             status_key("grp/inputs/d.txt", "results/debugjob2026-11-25 13:23:38.000001").unwrap(),
             "grp/results/debugjob2026-11-25 13:23:38.000001/logs/DATASET_NAME:d.txt_STATUS.txt"

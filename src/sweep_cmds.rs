@@ -212,7 +212,7 @@ impl DevAmi {
             return;
         }
         // Seen moments ago (the previous command of a script): no call needed.
-        if rec.last_seen.is_some_and(|t| crate::clock::now() - t < RECENTLY_SEEN) {
+        if rec.last_seen.is_some_and(|t| crate::clock::now().saturating_sub(t) < RECENTLY_SEEN) {
             return;
         }
         let id = rec.id.clone();
@@ -265,6 +265,9 @@ impl DevAmi {
             cloud.call("finding the blueprint's instances", cloud.backend.find_instances(tags))?;
         let cloud = self.cloud()?;
         let images = cloud.call("finding the blueprint's images", cloud.backend.find_images(tags))?;
+        for img in &images {
+            self.note_pending_image(img);
+        }
 
         let st = self.state();
         let current = st.instance.clone();
@@ -337,7 +340,10 @@ impl DevAmi {
             };
             match cloud.call("describing a recorded image", cloud.backend.describe_image(&rec.id)) {
                 Ok(img) if img.state == ImageState::Deregistered => swept.push(vanished("deregistered")),
-                Ok(img) => swept.push(Swept::from_image(&img, Knows::Tracked)),
+                Ok(img) => {
+                    self.note_pending_image(&img);
+                    swept.push(Swept::from_image(&img, Knows::Tracked));
+                }
                 Err(e) if image_not_found(&e) => swept.push(vanished("not found")),
                 Err(e) => return Err(e),
             }

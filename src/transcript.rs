@@ -89,14 +89,8 @@ pub fn kind_for_path(path: &Path) -> Kind {
 
 /// Reads and parses a file, choosing the kind from its extension. Errors name the file.
 pub fn load(path: &Path) -> Result<Transcript, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let bytes = crate::state::read_regular(path).map_err(|e| Error::io("read", path, e))?;
     let shown = path.display();
-    if let Some(at) = bytes.iter().position(|&b| b == 0) {
-        let line = line_of(&bytes, at);
-        return Err(Error::usage(format!(
-            "`{shown}` looks like a binary file (NUL byte at line {line}); give a script or a markdown file"
-        )));
-    }
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,
         Err(e) => {
@@ -106,10 +100,31 @@ pub fn load(path: &Path) -> Result<Transcript, Error> {
             )));
         }
     };
+    if let Some(at) = binary_at(&bytes) {
+        return Err(binary_file(&shown.to_string(), &bytes, at));
+    }
     parse(text, kind_for_path(path)).map_err(|e| match e {
         Error::Usage { message } => Error::usage(format!("`{shown}`: {message}")),
         other => other,
     })
+}
+
+/// Where bytes show that they are a binary file rather than text with a stray NUL: the first of
+/// two NUL bytes in a row (binary formats are full of them, text has none) or a NUL first byte.
+/// A lone NUL inside a line is left to the parser, which names it in the line's error.
+pub fn binary_at(bytes: &[u8]) -> Option<usize> {
+    if bytes.first() == Some(&0) {
+        return Some(0);
+    }
+    bytes.windows(2).position(|w| w == [0, 0])
+}
+
+/// The error for a file that [looks binary](binary_at) at byte `at`.
+pub fn binary_file(shown: &str, bytes: &[u8], at: usize) -> Error {
+    Error::usage(format!(
+        "`{shown}` looks like a binary file (NUL bytes at line {}); give a script or a markdown file",
+        line_of(bytes, at)
+    ))
 }
 
 fn line_of(bytes: &[u8], at: usize) -> usize {
@@ -356,8 +371,19 @@ fn shorten(line: &str) -> String {
     }
 }
 
-/// The echo of an input: `devami> INPUT` (`devami>` for an empty input).
+/// The echo of an input on a terminal: `devami> INPUT` (`devami>` for an empty input), with
+/// control characters escaped so that an input read from a file cannot drive the terminal.
 pub fn echo(input: &str) -> String {
+    if input.chars().any(crate::error::is_unsafe_char) {
+        let mut escaped = String::with_capacity(input.len() + 8);
+        input.chars().for_each(|c| crate::error::push_escaped(&mut escaped, c));
+        return input_line(&escaped);
+    }
+    input_line(input)
+}
+
+/// An input line of a transcript file: `devami> INPUT`, verbatim.
+fn input_line(input: &str) -> String {
     if input.is_empty() { PROMPT.to_string() } else { format!("{PROMPT} {input}") }
 }
 
@@ -368,7 +394,7 @@ pub fn echo(input: &str) -> String {
 pub fn render_transcript(steps_and_outputs: &[(String, String)]) -> String {
     let mut out = String::new();
     for (input, output) in steps_and_outputs {
-        out.push_str(&echo(input.trim()));
+        out.push_str(&input_line(input.trim()));
         out.push('\n');
         let lines: Vec<&str> = output.lines().map(str::trim_end).collect();
         let keep = lines.iter().rposition(|l| !l.is_empty()).map_or(0, |i| i + 1);
@@ -1260,6 +1286,15 @@ That's all.
         std::fs::write(&bin, b"status\n\x00\x01\xff").unwrap();
         let e = load(&bin).unwrap_err().to_string();
         assert!(e.contains("junk.devami") && e.contains("line 2"), "{e}");
+        std::fs::write(&bin, b"status\n\x7fELF\x02\x00\x00\x00").unwrap();
+        let e = load(&bin).unwrap_err().to_string();
+        assert!(e.contains("looks like a binary file (NUL bytes at line 2)"), "{e}");
+        // A lone NUL in a line is the line's problem, which the parser names.
+        std::fs::write(&bin, b"devami> status\x00\nout\n").unwrap();
+        assert_eq!(load(&bin).unwrap().steps[0].input, "status\0");
+        assert_eq!(binary_at(b"\0"), Some(0));
+        assert_eq!(binary_at(b"ab\0c\0\0"), Some(4));
+        assert_eq!(binary_at(b"ab\0c"), None);
         let bad = dir.path().join("bad.md");
         std::fs::write(&bad, b"ok\n\xff\xfe").unwrap();
         let e = load(&bad).unwrap_err().to_string();
@@ -1300,6 +1335,8 @@ That's all.
     fn echo_and_render_round_trip() {
         assert_eq!(echo("status"), "devami> status");
         assert_eq!(echo(""), "devami>");
+        assert_eq!(echo("status\0\u{1b}[2J"), "devami> status\\u{0}\\u{1b}[2J");
+        assert_eq!(render_transcript(&[("a\tb".to_string(), String::new())]), "devami> a\tb\n");
         let recorded = vec![
             ("status".to_string(), "no instance  \r\n\n\n".to_string()),
             ("".to_string(), String::new()),

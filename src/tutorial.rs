@@ -14,7 +14,7 @@ use crate::output;
 use crate::prose;
 use crate::script;
 use crate::session::DevAmi;
-use crate::transcript::Transcript;
+use crate::transcript::{self, Transcript};
 
 /// How to play a tutorial.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,8 +40,12 @@ pub fn play(session: &mut DevAmi, tutorial: &Transcript, opts: PlayOptions, inpu
     let mut status = 0;
     let from = opts.from.max(1);
     if from > total && total > 0 {
-        session.console.warn(&format!("the tutorial has {total} steps; nothing to run from step {from}"));
-        return 2;
+        let err = Error::usage(format!(
+            "--from {from} is past the last step (the tutorial has {total} step{}); use `--from {total}` or less",
+            if total == 1 { "" } else { "s" }
+        ));
+        session.console.error(&err);
+        return err.exit_code();
     }
     for step in &tutorial.steps {
         if step.number < from {
@@ -51,9 +55,11 @@ pub fn play(session: &mut DevAmi, tutorial: &Transcript, opts: PlayOptions, inpu
             session.console.print(&prose::render_width(&step.prose, styled, width));
         }
         if !step.run {
-            session
-                .console
-                .print(&format!("(step {}/{total}, shown only) devami> {}", step.number, step.input));
+            session.console.print(&format!(
+                "(step {}/{total}, shown only) {}",
+                step.number,
+                transcript::echo(&step.input)
+            ));
             continue;
         }
         if !opts.auto {
@@ -98,7 +104,11 @@ pub fn play(session: &mut DevAmi, tutorial: &Transcript, opts: PlayOptions, inpu
 
 fn ask(number: usize, total: usize, command: &str, input: &mut dyn BufRead) -> Choice {
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "[step {number}/{total}] devami> {command}   (Enter: run, s: skip, q: quit) ");
+    let _ = write!(
+        out,
+        "[step {number}/{total}] {}   (Enter: run, s: skip, q: quit) ",
+        transcript::echo(command)
+    );
     let _ = out.flush();
     let mut line = String::new();
     match input.read_line(&mut line) {
