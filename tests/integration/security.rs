@@ -906,13 +906,20 @@ fn aws_credentials_never_reach_output_files_history_or_recordings() {
     cmd.stdin(std::process::Stdio::inherit());
     let mut p = rexpect::session::spawn_command(cmd, Some(30_000)).expect("spawn devami in a pty");
     p.exp_string("Ctrl-D or `exit` leaves").unwrap();
-    for line in ["status", "get_instance_state", "ls debuggers/", "terminate_devinstance --force"] {
+    // Each line is typed at a fresh prompt, once the previous command's output is there: text
+    // typed while a command runs can be taken by the line editor's terminal queries.
+    for (line, done) in [
+        ("status", "last known state"),
+        ("get_instance_state", "running (code 16)"),
+        ("ls debuggers/", "debuggers/inputs/d.txt"),
+        ("terminate_devinstance --force", "terminated"),
+    ] {
         p.exp_string("]> ").unwrap();
         p.send(line).unwrap();
         p.send("\r").unwrap();
         p.flush().unwrap();
+        p.exp_string(done).unwrap();
     }
-    p.exp_string("terminated").unwrap();
     p.send("exit\r").unwrap();
     p.flush().unwrap();
     let rest = p.exp_eof().unwrap();
