@@ -125,16 +125,21 @@ treecliup=$(median "${rounds_cliup[@]}"); treeclidown=$(median "${rounds_clidown
 ratio() { python3 -c "print(f'{$2/$1:.1f}x')"; }
 rm -rf small
 
-# ---- local backend: from a job printing a line to job_output showing it ----------------------
-"$bin" init latency >/dev/null
-python3 - latency/stack_config_template.json <<'PY'
+# A blueprint NAME whose job runs COMMAND, with a dataset NAME/d.txt and NAME/submit.json for it.
+job_blueprint() {
+  "$bin" init "$1" >/dev/null
+  python3 - "$1/stack_config_template.json" "$2" <<'PY'
 import json, sys
 p = sys.argv[1]; d = json.load(open(p))
-d["Lambda"]["LambdaConfig"]["COMMAND"] = "sleep 1; for i in 1 2 3 4 5; do echo \"mark $i $(date +%s.%N)\"; sleep 1; done # {} {} {} {}"
+d["Lambda"]["LambdaConfig"]["COMMAND"] = sys.argv[2] + " # {} {} {} {}"
 json.dump(d, open(p, "w"), indent=4)
 PY
-echo data > latency/d.txt
-printf '{"dataname": "debuggers/inputs/d.txt", "configname": "debuggers/inputs/d.txt", "timestamp": "1"}' > latency/submit.json
+  echo data > "$1/d.txt"
+  printf '{"dataname": "debuggers/inputs/d.txt", "configname": "debuggers/inputs/d.txt", "timestamp": "1"}' > "$1/submit.json"
+}
+
+# ---- local backend: from a job printing a line to job_output showing it ----------------------
+job_blueprint latency 'sleep 1; for i in 1 2 3 4 5; do echo "mark $i $(date +%s.%N)"; sleep 1; done'
 "$bin" latency -c 'launch ubuntu22; upload latency/d.txt; submit latency/submit.json' >/dev/null
 latency=$(python3 - "$bin" <<'PY'
 import subprocess, sys, time
@@ -153,15 +158,7 @@ PY
 
 # ---- local backend: how soon `job_status --wait` notices that a job ended ----------------------
 # The job's last act writes the time; the lag is from then to devami's return (whole process).
-"$bin" init notice >/dev/null
-python3 - notice/stack_config_template.json <<'PY'
-import json, sys
-p = sys.argv[1]; d = json.load(open(p))
-d["Lambda"]["LambdaConfig"]["COMMAND"] = "sleep $(cat ~/delay); date +%s.%N > ~/ended # {} {} {} {}"
-json.dump(d, open(p, "w"), indent=4)
-PY
-echo data > notice/d.txt
-printf '{"dataname": "debuggers/inputs/d.txt", "configname": "debuggers/inputs/d.txt", "timestamp": "1"}' > notice/submit.json
+job_blueprint notice 'sleep $(cat ~/delay); date +%s.%N > ~/ended'
 "$bin" notice -c 'launch ubuntu22; upload notice/d.txt' >/dev/null
 notice_inst=$(python3 -c 'import json;print(json.load(open("notice/.devami/state.json"))["instance"])')
 notice=$(python3 - "$bin" "$DEVAMI_HOME/instances/$notice_inst/root" <<'PY'

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use crate::aws::Aws;
 use crate::moto::Proxy;
-use crate::support::{Scratch, all, text};
+use crate::support::{Scratch, all, files_under, no_panic, same_file, text};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -190,11 +190,6 @@ fn assert_opened(out: &Output, what: &str) {
     assert!(out.status.success(), "`{what}` failed ({}):\n{}", out.status, all(out));
 }
 
-fn no_panic(out: &Output) {
-    let t = all(out);
-    assert!(!t.contains("panicked") && !t.contains("RUST_BACKTRACE"), "devami panicked:\n{t}");
-}
-
 /// A table row of `out` holding `id`, with its cells trimmed.
 fn row_of(out: &str, id: &str) -> Vec<String> {
     out.lines()
@@ -253,54 +248,6 @@ fn random_file(path: &Path, len: u64) {
     let mut dst = std::fs::File::create(path).unwrap();
     let n = std::io::copy(&mut src, &mut dst).unwrap();
     assert_eq!(n, len);
-}
-
-/// Whether two files have the same bytes.
-fn same_file(a: &Path, b: &Path) -> bool {
-    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else { return false };
-    if ma.len() != mb.len() {
-        return false;
-    }
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
-    let (mut ba, mut bb) = (vec![0u8; 4 << 20], vec![0u8; 4 << 20]);
-    loop {
-        let n = read_full(&mut fa, &mut ba);
-        if n != read_full(&mut fb, &mut bb) || ba[..n] != bb[..n] {
-            return false;
-        }
-        if n == 0 {
-            return true;
-        }
-    }
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]).unwrap() {
-            0 => break,
-            k => n += k,
-        }
-    }
-    n
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                stack.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Names and sizes (apparent, and allocated on disk) of files, for reports.

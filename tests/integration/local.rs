@@ -4,9 +4,9 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Scratch, all, text};
+use crate::support::{Scratch, all, poll_until, text};
 
 /// A blueprint made by `init` with its COMMAND and SSM_TIMEOUT replaced.
 fn blueprint(s: &Scratch, name: &str, command: &str, ssm_timeout: u64) {
@@ -44,21 +44,13 @@ fn launch_and_submit(s: &Scratch, dir: &str) {
     ok(s, dir, &format!("submit {dir}/submit.json"));
 }
 
-fn poll_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_slow_job_is_visible_before_it_ends_and_outlives_the_shell() {
     let s = Scratch::new();
     blueprint(&s, "slow", "echo first line; sleep 3; echo second line {} {} {} {}", 600);
     launch_and_submit(&s, "slow");
     // The shell that submitted has exited; a new one sees the first line while the job runs.
-    poll_until("the first line", Duration::from_secs(10), || {
+    poll_until("the first line", Duration::from_secs(10), Duration::from_millis(100), || {
         ok(&s, "slow", "job_output").contains("first line")
     });
     let status = ok(&s, "slow", "job_status");
@@ -87,7 +79,7 @@ fn shutdown_in_the_command_stops_the_instance() {
     launch_and_submit(&s, "halt");
     let out = ok(&s, "halt", "job_status --wait");
     assert!(out.contains("Success"), "{out}");
-    poll_until("the instance to stop", Duration::from_secs(10), || {
+    poll_until("the instance to stop", Duration::from_secs(10), Duration::from_millis(100), || {
         ok(&s, "halt", "get_instance_state").contains("stopped")
     });
     let out = ok(&s, "halt", "get_instance_state; start; exec echo back; terminate --force");

@@ -7,13 +7,13 @@
 //! Every command runs as a `-c` one-shot in a scratch folder with its own `DEVAMI_HOME`; outside a
 //! terminal a successful transfer writes nothing to stderr.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::moto::{Moto, Seed, clean_aws_env};
-use crate::support::{Scratch, all, text};
+use crate::support::{Scratch, all, files_under, no_panic, poll_until, same_file, text};
 
 const MIB: u64 = 1024 * 1024;
 /// `objstore::MULTIPART_THRESHOLD`.
@@ -103,11 +103,6 @@ impl Bucket {
     }
 }
 
-fn no_panic(out: &Output) {
-    let t = all(out);
-    assert!(!t.contains("panicked") && !t.contains("RUST_BACKTRACE"), "devami panicked:\n{t}");
-}
-
 /// `len` bytes that differ from one position, file and part to the next.
 fn data(len: u64, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -120,35 +115,6 @@ fn data(len: u64, seed: u64) -> Vec<u8> {
     }
     out.truncate(len as usize);
     out
-}
-
-/// Whether two files have the same bytes (read in 8 MiB blocks).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
-    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
-        return false;
-    }
-    let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
-    loop {
-        let n = read_full(&mut fa, &mut ba);
-        if n != read_full(&mut fb, &mut bb) || ba[..n] != bb[..n] {
-            return false;
-        }
-        if n == 0 {
-            return true;
-        }
-    }
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]).unwrap() {
-            0 => break,
-            k => n += k,
-        }
-    }
-    n
 }
 
 /// A sparse file of `len` bytes with 8 distinct bytes every MiB, so that parts put in the wrong
@@ -164,36 +130,8 @@ fn sparse_file(path: &Path, len: u64) {
     f.write_all(&[0xFF]).unwrap();
 }
 
-/// Every file under `dir`, relative, sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn temp_files(dir: &Path) -> Vec<String> {
     files_under(dir).into_iter().filter(|f| f.contains(".devami-part")).collect()
-}
-
-/// Polls `f` every 5 ms until it holds, at most `limit`.
-fn poll_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 // ---- sizes around the multipart threshold ----------------------------------------------------
@@ -310,7 +248,9 @@ fn a_gib_round_trips_and_ctrl_c_mid_download_leaves_nothing() {
     // Ctrl-C once the download has started writing: neither the file nor its temporary remains.
     let target = b.path("cut");
     let (child, err) = spawn(&b, "download big/big.bin cut/big.bin");
-    poll_until("the download to start", Duration::from_secs(60), || !temp_files(&target).is_empty());
+    poll_until("the download to start", Duration::from_secs(60), Duration::from_millis(5), || {
+        !temp_files(&target).is_empty()
+    });
     ctrl_c(&child);
     let status = wait(child, Duration::from_secs(20));
     let stderr = std::fs::read_to_string(err).unwrap();
@@ -334,7 +274,12 @@ fn a_gib_round_trips_and_ctrl_c_mid_download_leaves_nothing() {
             .unwrap_or(false)
     };
     let (child, err) = spawn(&b, "upload big.bin big/again.bin");
-    poll_until("the multipart upload's first part", Duration::from_secs(60), part_sent);
+    poll_until(
+        "the multipart upload's first part",
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        part_sent,
+    );
     ctrl_c(&child);
     let status = wait(child, Duration::from_secs(20));
     let stderr = std::fs::read_to_string(err).unwrap();
@@ -395,7 +340,9 @@ fn a_tree_of_1000_files_round_trips_locally_and_ctrl_c_leaves_no_temporary_file(
     b.ok("upload medium runs/medium");
     let target = b.path("cut");
     let (child, err) = spawn(&b, "download runs/medium cut");
-    poll_until("the first files", Duration::from_secs(60), || !files_under(&target).is_empty());
+    poll_until("the first files", Duration::from_secs(60), Duration::from_millis(5), || {
+        !files_under(&target).is_empty()
+    });
     ctrl_c(&child);
     let status = wait(child, Duration::from_secs(20));
     let stderr = std::fs::read_to_string(err).unwrap();
