@@ -198,7 +198,10 @@ impl Blueprint {
 
     /// `Lambda.LambdaConfig.COMMAND`: the bash command a job runs, a Python format string.
     pub fn command(&self) -> Result<&str> {
-        self.require_str("Lambda.LambdaConfig.COMMAND", r#""cd ~; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"""#)
+        self.require_str(
+            "Lambda.LambdaConfig.COMMAND",
+            r#""cd /home/ubuntu; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"""#,
+        )
     }
 
     /// `Lambda.LambdaConfig.WORKING_DIRECTORY`: where SSM starts the command.
@@ -868,7 +871,7 @@ mod tests {
             "REGION": "us-east-1",
             "IAM_ROLE": "SSMRole",
             "WORKING_DIRECTORY": "~/bin",
-            "COMMAND": "cd ~; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"",
+            "COMMAND": "cd /home/ubuntu; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"",
             "SSM_TIMEOUT": 172000,
             "MAXCOST": "300"
         }
@@ -1236,7 +1239,7 @@ mod tests {
         assert_eq!(get("AMI"), "ami-0123456789abcdef0");
         assert_eq!(get("SSM_TIMEOUT"), "172000");
         assert_eq!(get("KEY_NAME"), "(missing)");
-        assert_eq!(get("COMMAND"), r#"cd ~; bash run.sh "{}" "{}" "{}" "{}""#);
+        assert_eq!(get("COMMAND"), r#"cd /home/ubuntu; bash run.sh "{}" "{}" "{}" "{}""#);
         assert_eq!(get("REGION"), "us-east-1");
     }
 
@@ -1285,7 +1288,7 @@ mod tests {
             ("{ }", vec![named(" ")]),
             ("{a}{}", vec![named("a"), Auto]),
             ("{write analysis_script_here}", vec![named("write analysis_script_here")]),
-            (r#"cd ~; bash run.sh "{}" "{}" "{}" "{}""#, vec![Auto, Auto, Auto, Auto]),
+            (r#"cd /home/ubuntu; bash run.sh "{}" "{}" "{}" "{}""#, vec![Auto, Auto, Auto, Auto]),
             ("{1} {0} {1}", vec![Index(1), Index(0), Index(1)]),
         ];
         for (template, expected) in ok {

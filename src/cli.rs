@@ -124,9 +124,24 @@ pub enum Mode {
     /// The supervisor of one local job (started by devami itself).
     #[command(name = "__job", hide = true)]
     Job { home: PathBuf, command_id: String },
-    /// The builder of a pending local instance's or image's files (started by devami itself).
+    /// The builder of a pending local image: commits its instance (started by devami itself).
     #[command(name = "__build", hide = true)]
-    Build { kind: String, home: PathBuf, id: String },
+    Build { home: PathBuf, id: String },
+    /// A process in a local instance, attached to this terminal (`exec` and `ssh` run it).
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        home: PathBuf,
+        instance: String,
+        /// Working directory inside (`~` is the user's home).
+        #[arg(long, default_value = "~")]
+        cwd: String,
+        /// The command, run by bash; without it, an interactive login shell.
+        #[arg(long)]
+        command: Option<String>,
+        /// Give the process a terminal (the interactive shell).
+        #[arg(long)]
+        tty: bool,
+    },
     /// Create a new blueprint folder (what configure.sh did).
     Init {
         /// Name: lowercase letters, digits and dashes.
@@ -188,9 +203,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             print!("{}", crate::command::reference_markdown());
             Ok(0)
         }
-        Some(Mode::S3d { home }) => Ok(crate::s3server::serve(&home)),
-        Some(Mode::Job { home, command_id }) => Ok(crate::jobrunner::supervise(&home, &command_id)),
-        Some(Mode::Build { kind, home, id }) => Ok(crate::local::build(&kind, &home, &id)),
+        Some(Mode::S3d { home }) => Ok(crate::backend::local::s3server::serve(&home)),
+        Some(Mode::Job { home, command_id }) => {
+            Ok(crate::backend::local::jobs::supervise(&home, &command_id))
+        }
+        Some(Mode::Build { home, id }) => Ok(crate::backend::local::images::build(&home, &id)),
+        Some(Mode::Exec { home, instance, cwd, command, tty }) => {
+            Ok(crate::backend::local::exec::main(&home, &instance, &cwd, command.as_deref(), tty))
+        }
         Some(Mode::Init { name, dir }) => {
             let path = scaffold::init(&name, &dir)?;
             print!("{}", crate::output::Output::text(scaffold::render_created(&path)).render());

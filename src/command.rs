@@ -690,6 +690,33 @@ pub static COMMANDS: &[CommandSpec] = &[
         example_call: "devami.jobs()",
         example_shell: "jobs",
     },
+    CommandSpec {
+        name: "import_image",
+        aliases: &[],
+        group: Group::Image,
+        summary: "import an image file (a `docker save`/OCI archive or a root-filesystem tarball) as a local image",
+        args: &[
+            ArgSpec {
+                name: "file",
+                kind: ArgKind::Path,
+                required: true,
+                default: None,
+                help: "the archive or tarball (for machines with no image registry)",
+                aliases: &[],
+            },
+            ArgSpec {
+                name: "as",
+                kind: ArgKind::Str,
+                required: false,
+                default: Some("a name made from the file's"),
+                help: "the image's name; an alias (`ubuntu22`, `debian12`...) resolves to the image from now on",
+                aliases: &[],
+            },
+        ],
+        changes: "adds an image to the local backend (its engine and `$DEVAMI_HOME`); with an alias for `as`, binds the alias to it; the local backend only",
+        example_call: "devami.import_image(\"rootfs.tar\", as=\"ubuntu22\")",
+        example_shell: "import_image rootfs.tar --as ubuntu22",
+    },
     // Data group.
     CommandSpec {
         name: "upload",

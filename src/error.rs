@@ -108,6 +108,10 @@ pub enum Error {
     /// A wait passed its deadline; the operation goes on and stays tracked.
     #[error("{0}")]
     GaveUp(String),
+
+    /// The local backend's own machinery (its container engine, its home) failed.
+    #[error(transparent)]
+    Local(#[from] crate::backend::local::error::LocalError),
 }
 
 impl Error {

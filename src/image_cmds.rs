@@ -114,6 +114,26 @@ impl DevAmi {
     }
 
     /// `create_devami(name)`.
+    /// `import_image FILE [--as NAME]`: an image file of this machine becomes an image.
+    pub(crate) fn cmd_import_image(&mut self, a: &Args) -> Result<Output> {
+        let file = std::path::PathBuf::from(a.str("file").unwrap_or_default());
+        if !file.is_file() {
+            return Err(Error::Refused(format!(
+                "{} is not a file: give a `docker save`/OCI archive or a root-filesystem tarball",
+                crate::error::shown(&file.display().to_string())
+            )));
+        }
+        let name = a.str("as").map(str::to_string);
+        let cloud = self.cloud()?;
+        let id = cloud.call("importing the image", cloud.backend.import_image(&file, name.as_deref()))?;
+        let bound = name
+            .as_deref()
+            .filter(|n| crate::backend::local::images::ALIASES.iter().any(|(a, ..)| a == n))
+            .map(|n| format!("; `{n}` resolves to it from now on"))
+            .unwrap_or_default();
+        Ok(Output::text(format!("imported {} as {id}{bound}", file.display())))
+    }
+
     pub(crate) fn cmd_create_devami(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let name = a.str("name").unwrap_or_default().to_string();

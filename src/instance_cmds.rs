@@ -251,6 +251,7 @@ impl DevAmi {
         let cloud = self.cloud()?;
         let owner = cloud.call("asking who we are", cloud.backend.identity())?.arn;
         let user = owner.rsplit('/').next().unwrap_or(&owner).to_string();
+        let visible = self.blueprint_dir_abs().ok();
         let spec = LaunchSpec {
             image_id: image_id.clone(),
             instance_type: instance_type.clone(),
@@ -266,6 +267,7 @@ impl DevAmi {
                 ("devami:user".into(), user),
             ],
             dry_run,
+            visible,
         };
         let cloud = self.cloud()?;
         let inst = match cloud.call("launching the instance", cloud.backend.launch(&spec)) {

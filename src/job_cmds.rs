@@ -750,7 +750,7 @@ impl DevAmi {
     /// The blueprint folder's absolute path: `$DEVAMI_BLUEPRINT` in `exec` and `ssh` (not in jobs),
     /// so files of the blueprint's repository can be copied into the instance, as one would
     /// `git clone` them on a cloud machine.
-    fn blueprint_dir_abs(&self) -> Result<std::path::PathBuf> {
+    pub(crate) fn blueprint_dir_abs(&self) -> Result<std::path::PathBuf> {
         let dir = self.bp()?.dir();
         std::fs::canonicalize(dir).map_err(|e| Error::io("read", dir, e))
     }

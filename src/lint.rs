@@ -559,12 +559,12 @@ impl<'a> Review<'a> {
 
     fn command(&mut self) {
         let path = format!("{LC}.COMMAND");
-        let example = r#""cd ~; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"""#;
+        let example = r#""cd /home/ubuntu; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"""#;
         let why = "jobs have nothing to run";
         let Some(command) = self.string(&path, Some((Severity::Error, why)), example) else { return };
         let usual = concat!(
             r#"pass the four job arguments as `"{}" "{}" "{}" "{}"`, "#,
-            r#"e.g. `cd ~; bash run.sh "{}" "{}" "{}" "{}"`"#
+            r#"e.g. `cd /home/ubuntu; bash run.sh "{}" "{}" "{}" "{}"`"#
         );
         if command.trim().is_empty() {
             return self.error(&path, "is empty; jobs have nothing to run", usual);
@@ -888,8 +888,8 @@ mod tests {
                     "IAM_ROLE": "SSMRole",
                     "KEY_NAME": "testkeystack-custom-dev-key-pair",
                     "SECURITY_GROUPS": "testsgstack-SecurityGroupDev-1NQJIDBJG16KK",
-                    "WORKING_DIRECTORY": "~",
-                    "COMMAND": "cd ~; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"",
+                    "WORKING_DIRECTORY": "/home/ubuntu",
+                    "COMMAND": "cd /home/ubuntu; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"",
                     "EXECUTION_TIMEOUT": 180,
                     "SSM_TIMEOUT": 172000,
                     "MAXCOST": "300"
@@ -1078,7 +1078,7 @@ mod tests {
     #[test]
     fn the_usual_command_shapes_pass() {
         for cmd in [
-            r#"cd ~; bash run.sh "{}" "{}" "{}" "{}"; . neurocaas_contrib/ncap_utils/workflow.sh; cleanup"#,
+            r#"cd /home/ubuntu; bash run.sh "{}" "{}" "{}" "{}"; . neurocaas_contrib/ncap_utils/workflow.sh; cleanup"#,
             concat!(
                 r#"ls; cd /home/ubuntu; neurocaas_contrib/run_main_cli.sh "{}" "{}" "{}" "{}" "#,
                 r#""./run_pca.sh"; "#,

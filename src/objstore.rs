@@ -1,7 +1,7 @@
 //! Object storage through the S3 API, one code path for both backends.
 //!
 //! [`ObjectStore`] wraps an `aws_sdk_s3::Client`: [`ObjectStore::local`] points it at the local
-//! backend's embedded endpoint ([`crate::s3server`]) with its static key pair; the AWS backend
+//! backend's embedded endpoint ([`crate::backend::local::s3server`]) with its home's key pair; the AWS backend
 //! builds its own client (standard credential chain, real S3 or any compatible endpoint) and
 //! hands it to [`ObjectStore::from_client`]. The rest of the crate sees plain bytes, paths,
 //! [`ObjectInfo`] and [`BackendError`]; SDK types stay in this file. Large files move in
@@ -33,8 +33,8 @@ use aws_sdk_s3::types::{
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::task::JoinSet;
 
+use crate::backend::local::s3server::Endpoint;
 use crate::backend::{BackendError, ObjectInfo};
-use crate::s3server::Endpoint;
 
 /// Files above this size are uploaded in parts (and downloaded with concurrent ranged GETs).
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -885,7 +885,7 @@ fn part_is_dead(path: &Path, pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::s3server::tests::fixture;
+    use crate::backend::local::s3server::tests::fixture;
     use std::fs;
 
     const MIB: u64 = 1024 * 1024;
@@ -898,7 +898,10 @@ mod tests {
     #[test]
     fn futures_are_send() {
         fn send<T: Send>(_: T) {}
-        let store = ObjectStore::local(&Endpoint::at_port(9));
+        let store = ObjectStore::local(&Endpoint::at_port(
+            9,
+            &crate::backend::local::s3server::Keys { access_key: "AK".into(), secret_key: "SK".into() },
+        ));
         let mut progress = |_: u64, _: u64| {};
         send(store.ensure_bucket("b"));
         send(store.put("b", "k", Vec::new()));

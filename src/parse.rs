@@ -26,6 +26,33 @@ use crate::Error;
 use crate::command::{self, ArgKind, ArgSpec, CommandSpec};
 use crate::error::{shown, shown_raw};
 
+/// A rest-of-line argument that is one quoted word (`"a; b"`, `'a; b'`) means its content, as
+/// `ssh host "a; b"` runs `a; b`: the quotes are the local shell's, not the remote command's.
+fn unwrap_quoted(rest: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let q = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = rest.strip_prefix(q)?.strip_suffix(q)?;
+    if q == '\'' {
+        return (!body.contains('\'')).then_some(std::borrow::Cow::Borrowed(body));
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return None,
+            '\\' => match chars.next() {
+                Some(n @ ('"' | '\\' | '$' | '`')) => out.push(n),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => return None,
+            },
+            c => out.push(c),
+        }
+    }
+    Some(std::borrow::Cow::Owned(out))
+}
+
 /// A literal value of an argument.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -1637,7 +1664,8 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
             if first_arg && matches!(rest, "help" | "-h" | "--help") {
                 return Ok(Line::Help(Some(spec)));
             }
-            slots[i] = Some(Value::Str(rest.to_string()));
+            slots[i] =
+                Some(Value::Str(unwrap_quoted(rest).map_or_else(|| rest.to_string(), |c| c.into_owned())));
             break;
         }
         let Some(word) = lex.word(&context)? else { break };

@@ -133,8 +133,8 @@ pub fn blueprint_value(name: &str) -> Value {
                 "IAM_ROLE": "SSMRole",
                 "KEY_NAME": "testkeystack-custom-dev-key-pair",
                 "SECURITY_GROUPS": "testsgstack-SecurityGroupDev-1NQJIDBJG16KK",
-                "WORKING_DIRECTORY": "~",
-                "COMMAND": "cd ~; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"",
+                "WORKING_DIRECTORY": "/home/ubuntu",
+                "COMMAND": "cd /home/ubuntu; bash run.sh \"{}\" \"{}\" \"{}\" \"{}\"",
                 "EXECUTION_TIMEOUT": 180,
                 "SSM_TIMEOUT": 172000,
                 "SHUTDOWN_BEHAVIOR": "terminate",
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(bp.ami().unwrap(), "ubuntu22");
         assert_eq!(bp.ssm_timeout().unwrap(), 172000);
         assert_eq!(bp.affiliates(), vec!["debuggers".to_string()]);
-        assert_eq!(bp.command().unwrap(), r#"cd ~; bash run.sh "{}" "{}" "{}" "{}""#);
+        assert_eq!(bp.command().unwrap(), r#"cd /home/ubuntu; bash run.sh "{}" "{}" "{}" "{}""#);
     }
 
     #[test]
@@ -221,7 +221,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(
-            "\n            \"COMMAND\": \"cd ~; bash run.sh \\\"{}\\\" \\\"{}\\\" \\\"{}\\\" \\\"{}\\\"\",\n"
+            "\n            \"COMMAND\": \"cd /home/ubuntu; bash run.sh \\\"{}\\\" \\\"{}\\\" \\\"{}\\\" \\\"{}\\\"\",\n"
         ));
         assert!(
             text.contains("\"UserNames\": [\n                    \"dummyuser\"\n                ],"),

@@ -542,6 +542,7 @@ impl DevAmi {
             "extend_lifetime" => self.cmd_extend_lifetime(a)?,
             "create_devami" => self.cmd_create_devami(a)?,
             "update_blueprint" => self.cmd_update_blueprint(a)?,
+            "import_image" => self.cmd_import_image(a)?,
             "submit_job" => self.cmd_submit(a)?,
             "job_status" => self.cmd_job_status(a)?,
             "job_output" => self.cmd_job_output(a)?,
@@ -572,7 +573,7 @@ impl DevAmi {
     fn connect(&mut self) -> Result<&Cloud> {
         if self.cloud.is_none() {
             let backend: Box<dyn Backend> = match self.opts.backend {
-                BackendKind::Local => Box::new(crate::local::LocalBackend::from_env()?),
+                BackendKind::Local => Box::new(crate::backend::local::LocalBackend::from_env()?),
                 BackendKind::Aws => {
                     let bp = self.require_blueprint()?;
                     let (region, key) = (bp.region().map(str::to_string), bp.key_name().map(str::to_string));

@@ -324,13 +324,7 @@ fn symlink_refused(path: &Path) -> Error {
 /// refused before it is opened, so that reading a FIFO or a device never blocks: a folder with
 /// the usual `Is a directory`, the rest with what it is.
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let meta = fs::metadata(path)?;
-    check_regular(&meta)?;
-    // O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not wait
-    // for a writer, and the second check below refuses it.
-    let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    check_regular(&file.metadata()?)?;
+    let mut file = open_regular(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
@@ -348,6 +342,19 @@ pub fn read_regular_text(path: &Path) -> io::Result<String> {
             ),
         )
     })
+}
+
+/// Opens a regular file for reading; a FIFO or a device is refused before it is opened, so that
+/// no read blocks.
+pub fn open_regular(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = fs::metadata(path)?;
+    check_regular(&meta)?;
+    // O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not wait
+    // for a writer, and the second check below refuses it.
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    check_regular(&file.metadata()?)?;
+    Ok(file)
 }
 
 /// An error unless `meta` describes a regular file.
@@ -439,15 +446,30 @@ enum Started {
 
 /// When process `pid` started (wall clock), from `/proc/<pid>/stat` and the boot time of
 /// `/proc/stat`.
-fn process_start(pid: u32) -> Option<Started> {
+/// A live process's start time in clock ticks after boot (`/proc/<pid>/stat`); `None` when it
+/// does not exist or is a zombie. With the pid, it names one process for good.
+pub fn proc_start_ticks(pid: u32) -> Option<u64> {
+    match proc_stat_start(pid)? {
+        (false, ticks) => Some(ticks),
+        (true, _) => None,
+    }
+}
+
+/// `(zombie, start ticks)` of a process, from `/proc/<pid>/stat`.
+fn proc_stat_start(pid: u32) -> Option<(bool, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold anything: the fields follow the last ')'.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     // fields[0] is field 3 (state); starttime is field 22, in clock ticks after boot.
-    if matches!(fields.first(), Some(&"Z" | &"X")) {
+    let zombie = matches!(fields.first(), Some(&"Z" | &"X"));
+    Some((zombie, fields.get(19)?.parse().ok()?))
+}
+
+fn process_start(pid: u32) -> Option<Started> {
+    let (zombie, ticks) = proc_stat_start(pid)?;
+    if zombie {
         return Some(Started::Zombie);
     }
-    let ticks: u64 = fields.get(19)?.parse().ok()?;
     let boot: u64 = fs::read_to_string("/proc/stat")
         .ok()?
         .lines()

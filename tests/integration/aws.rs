@@ -479,7 +479,7 @@ out = {{o["Key"]: s3.get_object(Bucket={bucket:?}, Key=o["Key"])["Body"].read().
     let c = &cmds[0];
     let command_id = c["CommandId"].as_str().unwrap();
     let filled = format!(
-        r#"cd ~; bash run.sh "{bucket}" "debuggers/inputs/data.txt" "{outdir}" "debuggers/configs/c.json""#
+        r#"cd /home/ubuntu; bash run.sh "{bucket}" "debuggers/inputs/data.txt" "{outdir}" "debuggers/configs/c.json""#
     );
     assert_eq!(c["DocumentName"], "AWS-RunShellScript", "{c:#}");
     assert_eq!(c["Parameters"]["commands"], json!([filled]), "{c:#}");

@@ -2183,8 +2183,9 @@ fn gen_json_value(t: &mut Tape, depth: usize) -> J {
 
 /// A format string like the COMMANDs of blueprints, with every kind of field now and then.
 fn gen_format(t: &mut Tape) -> String {
-    let mut s =
-        t.pick(&["cd ~; bash run.sh", "neurocaas_contrib/run_main_cli.sh", "", "printf '%s'"]).to_string();
+    let mut s = t
+        .pick(&["cd /home/ubuntu; bash run.sh", "neurocaas_contrib/run_main_cli.sh", "", "printf '%s'"])
+        .to_string();
     for _ in 0..t.below(6) {
         s.push(' ');
         s.push_str(t.pick(&[

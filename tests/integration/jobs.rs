@@ -67,11 +67,11 @@ const HOSTILE_CONFIG: &str = "debuggers/configs/c \"$(touch pwned-cfg)\" ';touch
 /// COMMAND shapes of real blueprints (`neurocaas-protocol.md` §2.3): double-quoted, single-quoted
 /// and unquoted placeholders, three placeholders, and a fixed fifth argument.
 const FORMS: &[&str] = &[
-    r#"cd ~; bash record.sh "{}" "{}" "{}" "{}""#,
-    "cd ~; bash record.sh '{}' '{}' '{}' '{}'",
-    "cd ~; bash record.sh {} {} {} {}",
-    r#"cd ~; bash record.sh "{}" "{}" "{}""#,
-    r#"cd ~; bash record.sh "{}" "{}" "{}" "{}" "./analysis.sh""#,
+    r#"cd /home/ubuntu; bash record.sh "{}" "{}" "{}" "{}""#,
+    "cd /home/ubuntu; bash record.sh '{}' '{}' '{}' '{}'",
+    "cd /home/ubuntu; bash record.sh {} {} {} {}",
+    r#"cd /home/ubuntu; bash record.sh "{}" "{}" "{}""#,
+    r#"cd /home/ubuntu; bash record.sh "{}" "{}" "{}" "{}" "./analysis.sh""#,
 ];
 
 const CONFIG: &str = "debuggers/configs/c.json";
@@ -654,7 +654,7 @@ fn a_command_that_stops_the_instance_gets_it_restarted_between_jobs() {
     // couple of seconds after the command has ended (on EC2 `stopping` lasts longer still).
     let l = Local::new(
         "jobs-halt",
-        r#"cd ~; bash record.sh "{}" "{}" "{}" "{}"; (trap '' TERM; exec sleep 30) & sudo shutdown -h now"#,
+        r#"cd /home/ubuntu; bash record.sh "{}" "{}" "{}" "{}"; (trap '' TERM; exec sleep 30) & sudo shutdown -h now"#,
     );
     l.upload_inputs(&[("batch/1.txt", "1"), ("batch/2.txt", "2"), ("batch/3.txt", "3")]);
     let file = l.submit_file("batch.json", json!("debuggers/inputs/batch/"));
@@ -739,20 +739,20 @@ fn job_status_shows_an_analysis_that_failed_in_a_job_that_succeeded() {
     assert!(lines.get(1).is_some_and(|l| l.starts_with(why)), "{out}");
 
     // An analysis that reports SUCCESS agrees with the command: one line.
-    l.set_command(r#"cd ~; bash analysis.sh "{}" "{}" "{}" "{}""#);
+    l.set_command(r#"cd /home/ubuntu; bash analysis.sh "{}" "{}" "{}" "{}""#);
     l.ok(&format!("submit_job {file}"));
     assert_eq!(shown(&l.ok("job_status --wait")), ["Success (exit code 0)"]);
 
     // So does one that never touches its status object (it stays INITIALIZING): nothing says
     // the analysis failed.
-    l.set_command(r#"cd ~; bash record.sh "{}" "{}" "{}" "{}""#);
+    l.set_command(r#"cd /home/ubuntu; bash record.sh "{}" "{}" "{}" "{}""#);
     l.ok(&format!("submit_job {file}"));
     assert_eq!(shown(&l.ok("job_status --wait")), ["Success (exit code 0)"]);
 }
 
 #[test]
 fn results_list_and_download_and_new_submit_writes_what_submit_job_runs() {
-    let l = Local::new("jobs-results", r#"cd ~; bash analysis.sh "{}" "{}" "{}" "{}""#);
+    let l = Local::new("jobs-results", r#"cd /home/ubuntu; bash analysis.sh "{}" "{}" "{}" "{}""#);
 
     // new_submit with local files (a file and a folder) and a local config: uploaded, then run.
     for (path, contents) in [("one.txt", "one"), ("batch/b1.txt", "b1"), ("batch/deep/b2.txt", "b2")] {

@@ -138,27 +138,21 @@ fn two_instances_never_mix_and_images_stay_unchanged() {
 }
 
 #[test]
-fn aws_cli_inside_a_job_reads_from_the_embedded_endpoint() {
-    let aws = crate::support::root().join(".venv/bin/aws");
-    assert!(
-        aws.is_file(),
-        "awscli is missing at {}: run the test command `bash tests/run.sh`",
-        aws.display()
-    );
+fn aws_cli_and_boto3_inside_a_job_reach_the_embedded_endpoint() {
     let s = Scratch::new();
-    blueprint(&s, "cli", r#"aws s3 cp "s3://{}/{}" - ; echo "results={} config={}""#, 600);
-    let path = format!("{}:{}", aws.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
-    let with_path = |cmds: &str| {
-        let out = s.cmd(&["cli", "-c", cmds]).env("PATH", &path).output().unwrap();
-        assert!(out.status.success(), "{cmds}:\n{}", all(&out));
-        text(&out.stdout)
-    };
-    with_path("launch ubuntu22; upload cli/data.txt; upload cli/data.txt debuggers/configs/c.json");
-    with_path("submit cli/submit.json");
-    let out = with_path("job_status --wait; job_output");
+    blueprint(
+        &s,
+        "cli",
+        r#"aws s3 cp "s3://{}/{}" - ; python3 -c 'import boto3, sys; print(boto3.client("s3").list_objects_v2(Bucket=sys.argv[1])["KeyCount"], "objects")' cli; echo "results={} config={}""#,
+        600,
+    );
+    ok(&s, "cli", "launch ubuntu22; upload cli/data.txt; upload cli/data.txt debuggers/configs/c.json");
+    ok(&s, "cli", "submit cli/submit.json");
+    let out = ok(&s, "cli", "job_status --wait; job_output");
     assert!(out.contains("Success"), "{out}");
     assert!(out.contains("some data"), "{out}");
-    with_path("terminate --force");
+    assert!(out.contains("2 objects"), "{out}");
+    ok(&s, "cli", "terminate --force");
 }
 
 #[test]

@@ -28,15 +28,26 @@ impl Scratch {
     }
 
     /// A `devami` command running in the scratch folder with an isolated environment.
+    /// Every alias resolves to the tests' base image (`DEVAMI_TEST_BASE`, imported by
+    /// tests/run.sh), and what the engine holds for the test is labelled `devami.test=1`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(args)
             .current_dir(self.path())
-            .env("DEVAMI_HOME", self.path().join(".devami-home"))
+            .env("DEVAMI_HOME", self.home())
             .env("DEVAMI_HISTORY", self.path().join(".history"))
+            .env("DEVAMI_TEST_LABEL", "1")
             .env_remove("DEVAMI_BACKEND")
             .stdin(Stdio::null());
+        for (alias, ..) in devami::backend::local::images::ALIASES {
+            c.env(devami::backend::local::images::override_var(alias), base_image());
+        }
         c
+    }
+
+    /// The scratch folder's devami home.
+    pub fn home(&self) -> PathBuf {
+        self.path().join(".devami-home")
     }
 
     /// Copies the repository's `blueprints/` into the scratch folder (tutorials work on copies).
@@ -112,22 +123,57 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The engine reference every alias resolves to in the tests.
+pub fn base_image() -> String {
+    std::env::var("DEVAMI_TEST_BASE").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| {
+        panic!(
+            "DEVAMI_TEST_BASE is not set: run the tests with `bash tests/run.sh`, which starts the \
+             container engine and imports the base OS image they launch instances from"
+        )
+    })
+}
+
 impl Drop for Scratch {
-    /// A failed test may leave an instance running: detach its filesystem so nothing stays
-    /// mounted once the scratch folder is gone (its S3 endpoint exits by itself).
+    /// Leaves nothing of the test behind: the engine's containers and images of this home, and
+    /// its S3 endpoint and job supervisors.
     fn drop(&mut self) {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-        let prefix = self.path().display().to_string();
-        for line in info.lines() {
-            let Some(mount_point) = line.split(' ').nth(4) else { continue };
-            if mount_point.starts_with(&prefix)
-                && let Ok(c) = std::ffi::CString::new(mount_point)
-            {
-                // SAFETY: a valid NUL-terminated path; MNT_DETACH cannot hurt other mounts.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
+        let home = self.home();
+        if !home.exists() {
+            return;
+        }
+        remove_engine_objects(&home);
+        if let Ok(text) = std::fs::read_to_string(home.join("run/s3.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(pid) = v["pid"].as_i64()
+        {
+            // SAFETY: plain system call on the endpoint daemon this test's home started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         }
     }
+}
+
+/// Removes the containers and images the engine holds for `home` (by their `devami.home` label).
+pub fn remove_engine_objects(home: &Path) {
+    use devami::backend::local::engine::{Engine, LABEL_HOME};
+    use devami::backend::local::home::Home;
+    let Ok(h) = Home::at(home.to_path_buf()) else { return };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    rt.block_on(async {
+        let Ok(engine) = Engine::connect(&h).await else { return };
+        let label = h.label();
+        for (id, ..) in engine.containers_labelled(LABEL_HOME, &label).await.unwrap_or_default() {
+            let _ = engine.remove(&id).await;
+        }
+        for _ in 0..4 {
+            let images = engine.images_labelled(LABEL_HOME, &label).await.unwrap_or_default();
+            if images.is_empty() {
+                break;
+            }
+            for image in images {
+                let _ = engine.remove_image(&image.id).await;
+            }
+        }
+    });
 }
 
 /// Fails when devami panicked (its output names the panic).

@@ -3,14 +3,15 @@
 //! Layout (one folder per object, one JSON document per folder):
 //!
 //! ```text
-//! images/<ami-id>/image.json          an image: name, layers, state, size
-//! layers/<layer-id>/                  an immutable filesystem layer (the content of images)
-//! instances/<i-id>/instance.json      an instance: state, tags, image, launch time
-//! instances/<i-id>/{upper,work,root}  its filesystem (root is what plays /home/ubuntu)
-//! commands/<uuid>/job.json            a job: command, state, exit code, process group
+//! images/<ami-id>/image.json          an image: name, state, the engine image it is, size
+//! instances/<i-id>/instance.json      an instance: state, tags, image, launch time, container
+//! instances/<i-id>/run/               its plumbing, bound at /run/devami inside (power commands,
+//!                                     the stop request a `shutdown` leaves)
+//! commands/<uuid>/job.json            a job: command, state, exit code
 //! buckets/<bucket>/<key>              the objects served by the embedded S3 endpoint
-//! shims/                              shutdown, poweroff, sudo... as seen inside instances
-//! run/                                endpoint address, detected capabilities
+//! engine/                             the Podman service devami starts (socket, config, log)
+//! aliases.json                        aliases bound by `import_image --as`
+//! run/                                endpoint address and key pair
 //! lock                                taken for every read-modify-write of the documents above
 //! ```
 //!
@@ -65,7 +66,7 @@ impl Home {
             std::env::current_dir().map_err(|e| Error::io("read", ".", e))?.join(root)
         };
         let home = Home { root };
-        for dir in ["images", "layers", "instances", "commands", "buckets", "shims", "run"] {
+        for dir in ["images", "instances", "commands", "buckets", "engine", "run"] {
             let p = home.root.join(dir);
             fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
         }
@@ -80,11 +81,6 @@ impl Home {
     /// `images/<id>`.
     pub fn image_dir(&self, id: &str) -> PathBuf {
         self.root.join("images").join(id)
-    }
-
-    /// `layers/<id>`.
-    pub fn layer_dir(&self, id: &str) -> PathBuf {
-        self.root.join("layers").join(id)
     }
 
     /// `instances/<id>`.
@@ -102,9 +98,28 @@ impl Home {
         self.root.join("buckets")
     }
 
-    /// `shims/`.
-    pub fn shims_dir(&self) -> PathBuf {
-        self.root.join("shims")
+    /// `engine/`.
+    pub fn engine_dir(&self) -> PathBuf {
+        self.root.join("engine")
+    }
+
+    /// What the engine's containers and images of this home are labelled with
+    /// (`devami.home=<this>`): a digest of the home's path, so homes never take each other's.
+    pub fn label(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.root.as_os_str().as_encoded_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// `n` random bytes as hex.
+    pub fn random_hex(&self, n: usize) -> Result<String> {
+        let mut b = vec![0u8; n];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| Error::io("read", "/dev/urandom", e))?;
+        Ok(b.iter().map(|x| format!("{x:02x}")).collect())
     }
 
     /// `run/`.
@@ -204,6 +219,23 @@ pub fn read_json_any<T: DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         message: crate::error::clipped(&e.to_string(), 300),
     })
+}
+
+/// Writes a file readable by its owner alone (mode 0600), atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("write", path, e));
+    }
+    Ok(())
 }
 
 /// Writes a JSON document atomically.

@@ -2,7 +2,8 @@
 //!
 //! One detached daemon per home (`devami __s3d HOME`, started on demand by [`ensure_running`])
 //! serves the home's `buckets/` folder with the S3 protocol (s3s with the s3s-fs file backend,
-//! SigV4 with the static key pair [`ACCESS_KEY`]/[`SECRET_KEY`]), so that `aws s3 cp` and boto3
+//! SigV4 with the home's own random key pair, [`Keys`], kept in `run/s3-keys.json` readable by its
+//! owner alone and handed to instances), so that `aws s3 cp` and boto3
 //! inside jobs, and the shell's own [`ObjectStore`](crate::objstore::ObjectStore), work unchanged.
 //! It records `run/s3.json` (`{pid, port, started}`) and `run/s3.port` after binding, keeps its
 //! port across restarts (jobs have the address in their environment), and exits after
@@ -68,14 +69,39 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::backend::local::home::{Home, read_json, write_json};
 use crate::error::{Error, Result};
-use crate::localhome::{Home, read_json, write_json};
 use crate::state::write_atomically;
 
-/// The access key jobs and the shell sign with.
-pub const ACCESS_KEY: &str = "devami-local";
-/// The matching secret key (the endpoint listens on loopback only).
-pub const SECRET_KEY: &str = "devami-local-secret";
+/// The key pair the shell and instances sign with: drawn at random once per home, so no other
+/// local process (a browser's page included) can use the buckets with a published key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl Keys {
+    /// The home's key pair, drawn and written (mode 0600) on first use.
+    pub fn of(home: &Home) -> Result<Keys> {
+        let path = home.run_dir().join("s3-keys.json");
+        if let Ok(keys) = read_json::<Keys>(&path) {
+            return Ok(keys);
+        }
+        let _lock = home.lock()?;
+        if let Ok(keys) = read_json::<Keys>(&path) {
+            return Ok(keys);
+        }
+        let keys = Keys {
+            access_key: format!("DEVAMI{}", home.random_hex(7)?.to_uppercase()),
+            secret_key: home.random_hex(20)?,
+        };
+        let text = serde_json::to_vec_pretty(&keys)
+            .map_err(|e| Error::StateCorrupt { path: path.clone(), message: e.to_string() })?;
+        crate::backend::local::home::write_private(&path, &text)?;
+        Ok(keys)
+    }
+}
 /// The region the endpoint claims.
 pub const REGION: &str = "us-east-1";
 /// The daemon exits after this long without a request.
@@ -105,12 +131,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The local endpoint on `port` with the static key pair.
-    pub fn at_port(port: u16) -> Endpoint {
+    /// The local endpoint on `port`, signed for with `keys`.
+    pub fn at_port(port: u16, keys: &Keys) -> Endpoint {
         Endpoint {
             url: format!("http://127.0.0.1:{port}"),
-            access_key: ACCESS_KEY.to_string(),
-            secret_key: SECRET_KEY.to_string(),
+            access_key: keys.access_key.clone(),
+            secret_key: keys.secret_key.clone(),
             region: REGION.to_string(),
         }
     }
@@ -219,7 +245,8 @@ pub fn running(home: &Home) -> Option<Endpoint> {
         return None;
     }
     let record: Record = read_json(&path).ok()?;
-    (pid_alive(record.pid) && answers(record.port)).then(|| Endpoint::at_port(record.port))
+    let keys = Keys::of(home).ok()?;
+    (pid_alive(record.pid) && answers(record.port)).then(|| Endpoint::at_port(record.port, &keys))
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -323,7 +350,7 @@ fn serve_home(root: &Path, idle: Duration) -> Result<()> {
             home.buckets_dir().display(),
             crate::clock::format(started)
         );
-        serve_on(listener, home.buckets_dir(), idle).await
+        serve_on(listener, home.buckets_dir(), idle, Keys::of(&home)?).await
     });
     if read_json::<Record>(&record_path).is_ok_and(|r| r.pid == std::process::id()) {
         let _ = fs::remove_file(&record_path);
@@ -363,7 +390,7 @@ async fn bind(run: &Path) -> Result<TcpListener> {
 
 /// Serves `buckets` on `listener` until nothing happened for `idle` (no request, no open
 /// connection; an idle connection held open keeps it alive four times as long at most).
-pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -> Result<()> {
+pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration, keys: Keys) -> Result<()> {
     let activity = Arc::new(Activity::new());
     let uploads = Arc::new(Uploads::default());
     let store = Guarded::new(&buckets, Arc::clone(&activity), Arc::clone(&uploads))?;
@@ -374,7 +401,7 @@ pub async fn serve_on(listener: TcpListener, buckets: PathBuf, idle: Duration) -
         .map_err(|e| Error::io("read the address of", "the endpoint's socket", e))?
         .port();
     let mut builder = S3ServiceBuilder::new(store);
-    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    builder.set_auth(SimpleAuth::from_single(keys.access_key.as_str(), keys.secret_key.as_str()));
     builder.set_access(LoopbackOnly { port });
     let service = builder.build();
     let http = ConnBuilder::new(TokioExecutor::new());
@@ -1160,8 +1187,9 @@ pub(crate) mod tests {
         let home = Home::at(tmp.path().to_path_buf()).unwrap();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        tokio::spawn(serve_on(listener, home.buckets_dir(), Duration::from_secs(3600)));
-        let endpoint = Endpoint::at_port(port);
+        let keys = Keys::of(&home).unwrap();
+        tokio::spawn(serve_on(listener, home.buckets_dir(), Duration::from_secs(3600), keys.clone()));
+        let endpoint = Endpoint::at_port(port, &keys);
         let store = ObjectStore::local(&endpoint).without_interrupts();
         Fixture { tmp, home, endpoint, store }
     }
@@ -1172,12 +1200,13 @@ pub(crate) mod tests {
 
     #[test]
     fn env_points_jobs_at_the_endpoint() {
-        let env = Endpoint::at_port(4567).env();
+        let keys = Keys { access_key: "AK".into(), secret_key: "SK".into() };
+        let env = Endpoint::at_port(4567, &keys).env();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("AWS_ENDPOINT_URL"), Some("http://127.0.0.1:4567"));
         assert_eq!(get("AWS_ENDPOINT_URL_S3"), Some("http://127.0.0.1:4567"));
-        assert_eq!(get("AWS_ACCESS_KEY_ID"), Some(ACCESS_KEY));
-        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), Some(SECRET_KEY));
+        assert_eq!(get("AWS_ACCESS_KEY_ID"), Some("AK"));
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), Some("SK"));
         assert_eq!(get("AWS_DEFAULT_REGION"), Some(REGION));
         assert_eq!(get("AWS_REGION"), Some(REGION));
         assert_eq!(env.len(), 6);
@@ -1480,7 +1509,8 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let start = Instant::now();
-        serve_on(listener, tmp.path().join("buckets"), Duration::from_millis(100)).await.unwrap();
+        let keys = Keys { access_key: "AK".into(), secret_key: "SK".into() };
+        serve_on(listener, tmp.path().join("buckets"), Duration::from_millis(100), keys).await.unwrap();
         assert!(start.elapsed() >= Duration::from_millis(100) && start.elapsed() < Duration::from_secs(5));
     }
 
@@ -1577,7 +1607,7 @@ except s3.exceptions.ClientError as e:
         assert_eq!(record.pid, std::process::id());
         let port: u16 = fs::read_to_string(home.run_dir().join("s3.port")).unwrap().trim().parse().unwrap();
         assert_eq!(port, record.port);
-        assert_eq!(ensure_running(&home).unwrap(), Endpoint::at_port(port));
+        assert_eq!(ensure_running(&home).unwrap(), Endpoint::at_port(port, &Keys::of(&home).unwrap()));
         // A second daemon for the same home would leave.
         assert!(take_daemon_lock(&home.run_dir().join("s3d.lock"), Duration::ZERO).unwrap().is_none());
         assert!(ping(&home));
@@ -1612,10 +1642,15 @@ except s3.exceptions.ClientError as e:
         // A live endpoint (served in-process) is found and reused.
         let listener = runtime.block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).unwrap();
         let port = listener.local_addr().unwrap().port();
-        runtime.spawn(serve_on(listener, home.buckets_dir(), Duration::from_secs(60)));
+        runtime.spawn(serve_on(
+            listener,
+            home.buckets_dir(),
+            Duration::from_secs(60),
+            Keys::of(&home).unwrap(),
+        ));
         write_json(&record_path, &Record { pid: std::process::id(), port, started: 0 }).unwrap();
         assert!(ping(&home));
         let endpoint = ensure_running(&home).unwrap();
-        assert_eq!(endpoint, Endpoint::at_port(port));
+        assert_eq!(endpoint, Endpoint::at_port(port, &Keys::of(&home).unwrap()));
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! A backend is the cloud the session talks to. The session only sees the [`Backend`] trait and
 //! the domain types of this module (states, instances, images, job reports); SDK types never leave
-//! a backend's own module. Two implementations are planned: `local` (the embedded default: real
-//! processes in sandboxed workspaces and an S3-compatible endpoint on loopback) and `aws` (the
+//! a backend's own module. Two implementations: [`local`] (the embedded default: containers of
+//! real OS images in a container engine, and an S3-compatible endpoint on loopback) and `aws` (the
 //! official SDK, also against any AWS-compatible endpoint). Decorators (fault injection, call
 //! recording) wrap a `Box<dyn Backend>`. Waits are not part of the trait: the session polls
 //! `describe_*` calls through `wait.rs`, so every backend gets the same progress display,
@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+
+pub mod local;
 
 /// Which backend a session uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,7 +54,8 @@ impl FromStr for BackendKind {
 }
 
 /// The lifecycle state of an instance, with EC2's names and codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
     Pending,
     Running,
@@ -151,6 +154,9 @@ pub struct LaunchSpec {
     /// Tags applied to the instance and its volume at launch.
     pub tags: Vec<(String, String)>,
     pub dry_run: bool,
+    /// A folder of this machine (the blueprint) that an instance running on this machine sees
+    /// read-only at the same path; backends of remote machines ignore it.
+    pub visible: Option<std::path::PathBuf>,
 }
 
 /// The state of a machine image.
@@ -185,6 +191,19 @@ impl ImageState {
             "deregistered" => ImageState::Deregistered,
             other => ImageState::Other(other.to_string()),
         }
+    }
+}
+
+impl serde::Serialize for ImageState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ImageState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(ImageState::parse(&s))
     }
 }
 
@@ -251,7 +270,7 @@ pub struct JobSpec {
 }
 
 /// The status of a command on an instance, with SSM's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobState {
     Pending,
     InProgress,
@@ -367,6 +386,26 @@ pub trait Backend: Send + Sync {
 
     /// Who the backend acts as (also the credential preflight).
     async fn identity(&self) -> Result<Identity, BackendError>;
+
+    /// What runs the instances, for `status` (the local backend's container engine and its
+    /// version); `None` where there is nothing to say.
+    async fn about(&self) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
+
+    /// Imports an image archive or a root-filesystem tarball of this machine as an image; with an
+    /// alias for `name`, the alias resolves to it from now on. Returns the image's id.
+    async fn import_image(&self, file: &Path, name: Option<&str>) -> Result<String, BackendError> {
+        let _ = (file, name);
+        Err(BackendError::Service {
+            code: Some("UnsupportedOperation".into()),
+            message: format!(
+                "the {} backend cannot import image files; use EC2 VM Import (`aws ec2 import-image`) \
+                 or launch from an existing AMI",
+                self.kind()
+            ),
+        })
+    }
 
     /// Resolves an image alias such as `ubuntu22`; `Ok(None)` when the name is not an alias.
     async fn resolve_alias(&self, name: &str) -> Result<Option<ResolvedImage>, BackendError>;

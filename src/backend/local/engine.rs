@@ -1,0 +1,746 @@
+//! The container engine behind local instances, reached through the Docker Engine API (bollard).
+//!
+//! Docker Engine, Docker Desktop, OrbStack, Colima and Podman's Docker-compatible service all
+//! answer the same API. [`Engine::connect`] finds one the way users expect: `DOCKER_HOST`, then
+//! the standard sockets; where none answers but `podman` is installed, it starts `podman system
+//! service` itself on `$DEVAMI_HOME/engine/podman.sock` (with its own `containers.conf`: `runc`
+//! where installed, ulimits within this process's hard limits), reuses it, and lets it exit after
+//! [`SERVICE_IDLE_SECS`] idle. Invariant: no bollard type leaves this module; callers see the
+//! plain types below and [`LocalError`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, DeviceRequest, ExecConfig, HostConfig, ResourcesUlimits,
+};
+use bollard::query_parameters as q;
+use futures_util::{Stream, StreamExt};
+
+use super::error::LocalError;
+use super::home::Home;
+
+/// How long a Podman service devami started waits without a connection before it exits.
+pub const SERVICE_IDLE_SECS: u64 = 300;
+/// How long a request may wait for the engine's answer (a commit of gigabytes takes minutes).
+const REQUEST_TIMEOUT_SECS: u64 = 3600;
+/// The label every container and image devami makes carries: the home it belongs to.
+pub const LABEL_HOME: &str = "devami.home";
+/// The label of an instance's container: its `i-` id.
+pub const LABEL_INSTANCE: &str = "devami.instance";
+/// The label of an image: its `ami-` id.
+pub const LABEL_IMAGE: &str = "devami.ami";
+/// Labels that carry a resource's tags: `devami.tag.<Key>`.
+pub const LABEL_TAG_PREFIX: &str = "devami.tag.";
+
+/// A connection to a container engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    /// Where it was found (`unix:///run/podman/podman.sock`).
+    pub address: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine({})", self.address)
+    }
+}
+
+/// What the engine says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// `Podman Engine`, `Docker Engine`.
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+}
+
+/// A container to create for an instance.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub hostname: String,
+    pub labels: HashMap<String, String>,
+    /// Memory limit in bytes (swap is not added on top).
+    pub memory: Option<i64>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// `host:container:ro|rw` bind mounts.
+    pub binds: Vec<String>,
+    /// Ask the engine for the host's GPUs.
+    pub gpus: bool,
+}
+
+/// A container's state as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub running: bool,
+    pub oom_killed: bool,
+    pub exit_code: Option<i64>,
+    /// The engine's error text for the last start, if any.
+    pub error: Option<String>,
+    pub labels: HashMap<String, String>,
+    pub image: String,
+}
+
+/// An image as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub size: u64,
+    pub labels: HashMap<String, String>,
+    pub created: Option<String>,
+}
+
+/// A process to run inside a container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    pub user: String,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// One piece of a running process's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// An attached process: its output as a stream, its stdin as a writer (when asked for).
+pub struct Attached {
+    pub exec_id: String,
+    pub output: std::pin::Pin<Box<dyn Stream<Item = Result<Chunk, LocalError>> + Send>>,
+    pub input: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+}
+
+/// Progress of a pull or an import, one line at a time.
+pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+fn engine_err(op: &'static str, e: bollard::errors::Error) -> LocalError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => {
+            LocalError::EngineNotFound { op, message }
+        }
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message } => {
+            LocalError::EngineConflict { op, message }
+        }
+        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+            LocalError::Engine { op, message: message.trim().to_string() }
+        }
+        bollard::errors::Error::DockerStreamError { error } => LocalError::Engine { op, message: error },
+        other => LocalError::EngineUnreachable { message: other.to_string() },
+    }
+}
+
+/// The standard places an engine listens, in the order users expect them tried.
+fn standard_sockets() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/var/run/docker.sock")];
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    if let Some(r) = &runtime {
+        v.push(r.join("docker.sock"));
+    }
+    if let Some(h) = &home {
+        v.push(h.join(".docker/run/docker.sock"));
+        v.push(h.join(".docker/desktop/docker.sock"));
+        v.push(h.join(".orbstack/run/docker.sock"));
+        v.push(h.join(".colima/default/docker.sock"));
+    }
+    v.push(PathBuf::from("/run/podman/podman.sock"));
+    if let Some(r) = &runtime {
+        v.push(r.join("podman/podman.sock"));
+    }
+    v
+}
+
+impl Engine {
+    fn at_socket(path: &Path) -> Result<Engine, LocalError> {
+        let address = format!("unix://{}", path.display());
+        let docker = Docker::connect_with_unix(&address, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| LocalError::EngineUnreachable { message: e.to_string() })?;
+        Ok(Engine { docker, address })
+    }
+
+    fn at_host(host: &str) -> Result<Engine, LocalError> {
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| LocalError::EngineUnreachable { message: format!("DOCKER_HOST={host}: {e}") })?;
+        Ok(Engine { docker, address: host.to_string() })
+    }
+
+    /// Whether the engine answers, and settles the API version both sides speak.
+    async fn negotiated(self) -> Result<Engine, LocalError> {
+        let address = self.address.clone();
+        let ping = tokio::time::timeout(Duration::from_secs(5), self.docker.ping()).await;
+        match ping {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(LocalError::EngineUnreachable { message: format!("{address}: {e}") }),
+            Err(_) => {
+                return Err(LocalError::EngineUnreachable {
+                    message: format!("{address}: no answer in 5 s"),
+                });
+            }
+        }
+        let docker =
+            self.docker.negotiate_version().await.map_err(|e| engine_err("negotiating the API", e))?;
+        Ok(Engine { docker, address })
+    }
+
+    /// Finds the engine: `DOCKER_HOST`, the standard sockets, then a Podman service of devami's
+    /// own under `home` (started when `podman` is installed and none runs).
+    pub async fn connect(home: &Home) -> Result<Engine, LocalError> {
+        if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+            return Engine::at_host(&host)?.negotiated().await;
+        }
+        for sock in standard_sockets() {
+            if sock.exists()
+                && let Ok(engine) = Engine::at_socket(&sock)?.negotiated().await
+            {
+                return Ok(engine);
+            }
+        }
+        let sock = home.engine_dir().join("podman.sock");
+        if sock.exists()
+            && let Ok(engine) = Engine::at_socket(&sock)?.negotiated().await
+        {
+            return Ok(engine);
+        }
+        let Some(podman) = find_on_path("podman") else {
+            return Err(LocalError::NoEngine);
+        };
+        start_podman_service(home, &podman, &sock)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if sock.exists()
+                && let Ok(engine) = Engine::at_socket(&sock)?.negotiated().await
+            {
+                return Ok(engine);
+            }
+            if Instant::now() >= deadline {
+                return Err(LocalError::EngineUnreachable {
+                    message: format!(
+                        "`podman system service` did not answer on {} within 30 s (see {})",
+                        sock.display(),
+                        home.engine_dir().join("service.log").display()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The engine's name and version.
+    pub async fn info(&self) -> Result<EngineInfo, LocalError> {
+        let v = self.docker.version().await.map_err(|e| engine_err("asking the engine's version", e))?;
+        let component = v.components.as_ref().and_then(|c| c.first());
+        let name = component.map(|c| c.name.clone()).unwrap_or_else(|| "Docker Engine".into());
+        let name = if name == "Engine" { "Docker Engine".to_string() } else { name };
+        Ok(EngineInfo {
+            name,
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+        })
+    }
+
+    /// Whether the engine can hand GPUs to containers (an NVIDIA runtime or CDI devices).
+    pub async fn has_gpus(&self) -> bool {
+        match self.docker.info().await {
+            Ok(info) => {
+                let runtimes = info.runtimes.unwrap_or_default();
+                runtimes.keys().any(|k| k.contains("nvidia")) || Path::new("/etc/cdi/nvidia.yaml").exists()
+            }
+            Err(_) => false,
+        }
+    }
+
+    // ---- images ----
+
+    /// An image by id or reference; `None` when the engine does not have it.
+    pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, LocalError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                size: i.size.map(|s| s.max(0) as u64).unwrap_or(0),
+                labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
+                created: i.created,
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(engine_err("inspecting an image", e)),
+        }
+    }
+
+    /// The images carrying `label=value`.
+    pub async fn images_labelled(&self, label: &str, value: &str) -> Result<Vec<ImageInfo>, LocalError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+        let opts = q::ListImagesOptionsBuilder::default().all(false).filters(&filters).build();
+        let list = self.docker.list_images(Some(opts)).await.map_err(|e| engine_err("listing images", e))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                size: i.size.max(0) as u64,
+                labels: i.labels,
+                created: Some(i.created.to_string()),
+            })
+            .collect())
+    }
+
+    /// Pulls `reference` from its registry, reporting progress lines.
+    pub async fn pull(&self, reference: &str, progress: Progress<'_>) -> Result<(), LocalError> {
+        let opts = q::CreateImageOptionsBuilder::default().from_image(reference).build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let mut last = String::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| engine_err("pulling an image", e))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(LocalError::Engine { op: "pulling an image", message: err });
+            }
+            let line = match (info.id, info.status) {
+                (Some(id), Some(status)) => format!("{id}: {status}"),
+                (None, Some(status)) => status,
+                _ => continue,
+            };
+            if line != last {
+                progress(&line);
+                last = line;
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports a root-filesystem tarball as `reference` (`repo:tag`), with `changes` (Dockerfile
+    /// instructions such as `LABEL a=b`); returns the new image's id.
+    pub async fn import_rootfs(
+        &self,
+        tarball: &Path,
+        reference: &str,
+        changes: &[String],
+        progress: Progress<'_>,
+    ) -> Result<String, LocalError> {
+        let (repo, tag) = split_reference(reference);
+        let mut b = q::CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag);
+        if !changes.is_empty() {
+            b = b.changes(changes.to_vec());
+        }
+        let body = bollard::body_try_stream(file_stream(tarball).await?);
+        let mut stream = self.docker.create_image(Some(b.build()), Some(body), None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| engine_err("importing an image", e))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(LocalError::Engine { op: "importing an image", message: err });
+            }
+            if let Some(status) = info.status {
+                progress(status.trim());
+            }
+        }
+        let found = self.image(reference).await?;
+        found.map(|i| i.id).ok_or_else(|| LocalError::Engine {
+            op: "importing an image",
+            message: format!("the engine reports no image `{reference}` after the import"),
+        })
+    }
+
+    /// Loads a `docker save` or OCI archive; returns the references it loaded.
+    pub async fn load_archive(
+        &self,
+        archive: &Path,
+        progress: Progress<'_>,
+    ) -> Result<Vec<String>, LocalError> {
+        let body = bollard::body_try_stream(file_stream(archive).await?);
+        let mut stream =
+            self.docker.import_image(q::ImportImageOptionsBuilder::default().build(), body, None);
+        let mut loaded = Vec::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| engine_err("loading an image archive", e))?;
+            if let Some(s) = info.stream.as_deref().or(info.status.as_deref()) {
+                let s = s.trim();
+                if let Some(r) =
+                    s.strip_prefix("Loaded image: ").or_else(|| s.strip_prefix("Loaded image(s): "))
+                {
+                    loaded.extend(r.split(',').map(|x| x.trim().to_string()));
+                } else if let Some(r) = s.strip_prefix("Loaded image ID: ") {
+                    loaded.push(r.trim().to_string());
+                }
+                if !s.is_empty() {
+                    progress(s);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Adds a reference to an image.
+    pub async fn tag(&self, image: &str, reference: &str) -> Result<(), LocalError> {
+        let (repo, tag) = split_reference(reference);
+        let opts = q::TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+        self.docker.tag_image(image, Some(opts)).await.map_err(|e| engine_err("tagging an image", e))
+    }
+
+    /// Commits a container to a new image named `reference`, with `labels`; returns its id.
+    pub async fn commit(
+        &self,
+        container: &str,
+        reference: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String, LocalError> {
+        let (repo, tag) = split_reference(reference);
+        let changes: Vec<String> =
+            labels.iter().map(|(k, v)| format!("LABEL {k}={}", quote_label(v))).collect();
+        let opts = q::CommitContainerOptionsBuilder::default()
+            .container(container)
+            .repo(repo)
+            .tag(tag)
+            .pause(false)
+            .changes(&changes.join("\n"))
+            .build();
+        let config = bollard::models::ContainerConfig { labels: Some(labels), ..Default::default() };
+        let r = self.docker.commit_container(opts, config).await.map_err(|e| engine_err("committing", e))?;
+        Ok(r.id)
+    }
+
+    /// Removes an image; `Ok(false)` when a container still uses it.
+    pub async fn remove_image(&self, image: &str) -> Result<bool, LocalError> {
+        let opts = q::RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
+        match self.docker.remove_image(image, Some(opts), None).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+            Err(e) => Err(engine_err("removing an image", e)),
+        }
+    }
+
+    // ---- containers ----
+
+    /// Creates (not starts) a container; returns its id.
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, LocalError> {
+        let (soft_nofile, soft_nproc) = ulimits();
+        let host_config = HostConfig {
+            init: Some(true),
+            network_mode: Some("host".into()),
+            // Host networking keeps the host's /etc/hosts: the instance's own name must resolve
+            // (sudo looks it up).
+            extra_hosts: Some(vec![format!("{}:127.0.0.1", spec.hostname)]),
+            memory: spec.memory,
+            memory_swap: spec.memory,
+            nano_cpus: spec.nano_cpus,
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            ulimits: Some(vec![
+                ResourcesUlimits {
+                    name: Some("nofile".into()),
+                    soft: Some(soft_nofile),
+                    hard: Some(soft_nofile),
+                },
+                ResourcesUlimits {
+                    name: Some("nproc".into()),
+                    soft: Some(soft_nproc),
+                    hard: Some(soft_nproc),
+                },
+            ]),
+            device_requests: spec.gpus.then(|| {
+                vec![DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    count: Some(-1),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            hostname: Some(spec.hostname.clone()),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = q::CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let r =
+            self.docker.create_container(Some(opts), body).await.map_err(|e| engine_err("creating", e))?;
+        Ok(r.id)
+    }
+
+    /// Starts a container (a running one is left as it is).
+    pub async fn start(&self, container: &str) -> Result<(), LocalError> {
+        match self.docker.start_container(container, None::<q::StartContainerOptions>).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(engine_err("starting", e)),
+        }
+    }
+
+    /// Stops a container: SIGTERM to its init, which ends every process; SIGKILL after `grace`.
+    pub async fn stop(&self, container: &str, grace: Duration) -> Result<(), LocalError> {
+        let opts = q::StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
+        match self.docker.stop_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(engine_err("stopping", e)),
+        }
+    }
+
+    /// Removes a container and its writable layer (a missing one is fine).
+    pub async fn remove(&self, container: &str) -> Result<(), LocalError> {
+        let opts = q::RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(engine_err("removing", e)),
+        }
+    }
+
+    /// A container's state; `None` when the engine has no such container.
+    pub async fn container(&self, container: &str) -> Result<Option<ContainerInfo>, LocalError> {
+        match self.docker.inspect_container(container, None::<q::InspectContainerOptions>).await {
+            Ok(c) => {
+                let state = c.state.unwrap_or_default();
+                Ok(Some(ContainerInfo {
+                    id: c.id.unwrap_or_default(),
+                    running: matches!(
+                        state.status,
+                        Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING)
+                    ) || state.running == Some(true),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    exit_code: state.exit_code,
+                    error: state.error.filter(|e| !e.is_empty()),
+                    labels: c.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default(),
+                    image: c.image.unwrap_or_default(),
+                }))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(engine_err("inspecting", e)),
+        }
+    }
+
+    /// The containers (running or not) carrying `label=value`: `(id, labels, running)`.
+    pub async fn containers_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>, bool)>, LocalError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+        let opts = q::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list =
+            self.docker.list_containers(Some(opts)).await.map_err(|e| engine_err("listing containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let running = c.state.is_some_and(|s| s.to_string() == "running");
+                (c.id.unwrap_or_default(), c.labels.unwrap_or_default(), running)
+            })
+            .collect())
+    }
+
+    // ---- processes ----
+
+    /// Starts a process in a running container with its output (and stdin) attached.
+    pub async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Attached, LocalError> {
+        let config = ExecConfig {
+            attach_stdin: Some(spec.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(spec.tty),
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            user: Some(spec.user.clone()),
+            working_dir: spec.working_dir.clone(),
+            ..Default::default()
+        };
+        let exec_id = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| engine_err("starting a process", e))?
+            .id;
+        let opts = bollard::exec::StartExecOptions { detach: false, tty: spec.tty, output_capacity: None };
+        match self
+            .docker
+            .start_exec(&exec_id, Some(opts))
+            .await
+            .map_err(|e| engine_err("starting a process", e))?
+        {
+            bollard::exec::StartExecResults::Attached { output, input } => {
+                let output = output
+                    .filter_map(|item| async move {
+                        match item {
+                            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                                Some(Ok(Chunk::Stderr(message.to_vec())))
+                            }
+                            Ok(
+                                bollard::container::LogOutput::StdOut { message }
+                                | bollard::container::LogOutput::Console { message },
+                            ) => Some(Ok(Chunk::Stdout(message.to_vec()))),
+                            Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                            Err(e) => Some(Err(engine_err("reading a process's output", e))),
+                        }
+                    })
+                    .boxed();
+                Ok(Attached { exec_id, output, input: spec.stdin.then_some(input) })
+            }
+            bollard::exec::StartExecResults::Detached => Err(LocalError::Engine {
+                op: "starting a process",
+                message: "the engine detached the process".into(),
+            }),
+        }
+    }
+
+    /// A finished process's exit code (`None` while it runs or when the engine does not know).
+    pub async fn exit_code(&self, exec_id: &str) -> Result<Option<i64>, LocalError> {
+        let r = self.docker.inspect_exec(exec_id).await.map_err(|e| engine_err("inspecting a process", e))?;
+        if r.running == Some(true) {
+            return Ok(None);
+        }
+        Ok(r.exit_code)
+    }
+
+    /// Resizes a process's terminal.
+    pub async fn resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<(), LocalError> {
+        let opts = bollard::exec::ResizeExecOptions { height: rows, width: cols };
+        self.docker.resize_exec(exec_id, opts).await.map_err(|e| engine_err("resizing a terminal", e))
+    }
+
+    /// Runs a process to its end: `(exit code, stdout, stderr)`.
+    pub async fn run(&self, container: &str, spec: &ExecSpec) -> Result<(i64, Vec<u8>, Vec<u8>), LocalError> {
+        let mut attached = self.exec(container, spec).await?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = attached.output.next().await {
+            match chunk? {
+                Chunk::Stdout(b) => out.extend(b),
+                Chunk::Stderr(b) => err.extend(b),
+            }
+        }
+        let code = self.finished_code(&attached.exec_id).await?;
+        Ok((code, out, err))
+    }
+
+    /// The exit code of a process whose output has ended (the engine may record it a moment
+    /// after the stream closes).
+    pub async fn finished_code(&self, exec_id: &str) -> Result<i64, LocalError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(code) = self.exit_code(exec_id).await? {
+                return Ok(code);
+            }
+            if Instant::now() >= deadline {
+                return Ok(-1);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// `repo:tag` split at the tag's colon (a registry's port is not a tag); `latest` by default.
+pub fn split_reference(reference: &str) -> (&str, &str) {
+    let slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[slash..].rfind(':') {
+        Some(i) => (&reference[..slash + i], &reference[slash + i + 1..]),
+        None => (reference, "latest"),
+    }
+}
+
+fn quote_label(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A file as a request body, read in 1 MiB pieces.
+async fn file_stream(path: &Path) -> Result<tokio_util::io::ReaderStream<tokio::fs::File>, LocalError> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| LocalError::Io {
+        op: "open",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20))
+}
+
+/// The ulimits a container gets: at most 4096 open files and processes, never above this
+/// process's own hard limits (raising them needs a privilege many machines do not grant).
+fn ulimits() -> (i64, i64) {
+    let hard = |res| {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct we own.
+        let ok = unsafe { libc::getrlimit(res, &mut lim) } == 0;
+        if ok && lim.rlim_max != libc::RLIM_INFINITY { (lim.rlim_max as i64).min(4096) } else { 4096 }
+    };
+    (hard(libc::RLIMIT_NOFILE), hard(libc::RLIMIT_NPROC))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// The `containers.conf` devami gives the Podman service it starts: `runc` where installed
+/// (crun fails on cgroup v1 hybrid hierarchies), ulimits within this process's hard limits.
+fn containers_conf() -> String {
+    let (nofile, nproc) = ulimits();
+    let mut text = format!(
+        "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n"
+    );
+    if find_on_path("runc").is_some() || Path::new("/usr/sbin/runc").exists() {
+        text.push_str("\n[engine]\nruntime = \"runc\"\n");
+    }
+    text
+}
+
+/// Starts `podman system service` on `sock`, detached, unless another devami is starting it.
+fn start_podman_service(home: &Home, podman: &Path, sock: &Path) -> Result<(), LocalError> {
+    let dir = home.engine_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| LocalError::Io {
+        op: "create",
+        path: dir.clone(),
+        source: e,
+    })?;
+    let _lock = home.lock()?;
+    let conf = dir.join("containers.conf");
+    if !conf.exists() {
+        crate::state::write_atomically(&conf, containers_conf().as_bytes())?;
+    }
+    if sock.exists() && std::os::unix::net::UnixStream::connect(sock).is_ok() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(sock);
+    let mut cmd = std::process::Command::new(podman);
+    cmd.arg("system")
+        .arg("service")
+        .arg(format!("--time={SERVICE_IDLE_SECS}"))
+        .arg(format!("unix://{}", sock.display()));
+    if std::env::var_os("CONTAINERS_CONF").is_none() {
+        cmd.env("CONTAINERS_CONF", &conf);
+    }
+    Ok(super::detach::spawn_detached(cmd, &dir.join("service.log"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_at_the_tag_not_the_port() {
+        assert_eq!(split_reference("ubuntu:22.04"), ("ubuntu", "22.04"));
+        assert_eq!(split_reference("127.0.0.1:5000/ubuntu"), ("127.0.0.1:5000/ubuntu", "latest"));
+        assert_eq!(split_reference("127.0.0.1:5000/a/b:1"), ("127.0.0.1:5000/a/b", "1"));
+        assert_eq!(split_reference("devami/ami-0abc"), ("devami/ami-0abc", "latest"));
+    }
+
+    #[test]
+    fn the_service_config_keeps_ulimits_within_the_hard_limits() {
+        let (nofile, nproc) = ulimits();
+        assert!(nofile > 0 && nofile <= 4096 && nproc > 0 && nproc <= 4096);
+        assert!(containers_conf().contains(&format!("nofile={nofile}:{nofile}")));
+    }
+}

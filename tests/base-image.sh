@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Prints, as the last line of stdout, the path of a cached Debian 12 (bookworm) root-filesystem
+# tarball: the base image that the tests and the quickstart import into the container engine.
+# Builds it with mmdebstrap from Debian's archive when it is missing (about a minute; mmdebstrap
+# is installed with apt-get if needed). Progress goes to stderr.
+#
+# Cache folder: $DEVAMI_CACHE, else $XDG_CACHE_HOME/devami, else ~/.cache/devami. The file name
+# carries a short hash of the suite, variant and package list, so changing the list rebuilds.
+set -euo pipefail
+
+fail() { echo "error: $*" >&2; exit 1; }
+
+suite=bookworm
+variant=minbase
+packages=ca-certificates,sudo,procps,python3,python3-boto3,git,awscli
+
+if [ -n "${DEVAMI_CACHE:-}" ]; then
+  cache="$DEVAMI_CACHE"
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+  cache="$XDG_CACHE_HOME/devami"
+elif [ -n "${HOME:-}" ]; then
+  cache="$HOME/.cache/devami"
+else
+  fail "no cache folder: set DEVAMI_CACHE (or HOME)"
+fi
+key="$(printf '%s\n' "$suite" "$variant" "$packages" | sha256sum | cut -c1-12)"
+name="debian-$suite-$variant-$key"
+out="$cache/$name.tar"
+
+if [ -s "$out" ]; then
+  echo "$out"
+  exit 0
+fi
+
+mkdir -p "$cache" || fail "cannot create the cache folder $cache"
+
+# One build at a time per package list: a second caller waits, then finds the tarball.
+if command -v flock >/dev/null; then
+  exec 9>"$cache/.$name.lock" || fail "cannot create the lock file in $cache"
+  if ! flock -n 9; then
+    echo "== waiting for another build of $out" >&2
+    flock 9 || fail "cannot lock $cache/.$name.lock"
+  fi
+  if [ -s "$out" ]; then
+    echo "$out"
+    exit 0
+  fi
+  # Holding the lock, any partial file of this name was left by a killed build.
+  rm -f "$cache/.$name.partial."*
+fi
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    fail "not root and sudo is missing: cannot run $*"
+  fi
+}
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null ||
+    { as_root apt-get update -qq >/dev/null &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+}
+
+if ! command -v mmdebstrap >/dev/null; then
+  echo "== installing mmdebstrap (builds the Debian base image)" >&2
+  apt_install mmdebstrap || fail "apt-get could not install mmdebstrap"
+fi
+command -v mmdebstrap >/dev/null || fail "mmdebstrap is missing after apt-get install mmdebstrap"
+
+# Build under a temporary name in the same folder, then rename: the final name only ever holds a
+# complete tarball, even if the build is killed.
+tmp="$cache/.$name.partial.$$.tar"
+trap 'rm -f "$tmp"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+echo "== building the Debian $suite base image ($packages) into $out (a few minutes)" >&2
+mmdebstrap --variant="$variant" --include="$packages" --format=tar "$suite" "$tmp" >&2 ||
+  fail "mmdebstrap could not build the $suite root filesystem (is Debian's archive reachable?)"
+[ -s "$tmp" ] || fail "mmdebstrap left no tarball at $tmp"
+tar -tf "$tmp" ./etc/debian_version >/dev/null 2>&1 ||
+  fail "the tarball built by mmdebstrap has no ./etc/debian_version: not a Debian root filesystem"
+mv -f "$tmp" "$out" || fail "cannot move $tmp to $out"
+echo "== base image ready: $out" >&2
+echo "$out"
