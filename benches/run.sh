@@ -30,6 +30,28 @@ cd "$work"
 printf 'help\nexit\n' > help-exit.devami
 export DEVAMI_HISTORY="$work/history" DEVAMI_HOME="$work/home"
 [ -x "$repo/.venv/bin/aws" ] || { echo "error: run bash tests/run.sh first (it installs awscli into .venv)" >&2; exit 1; }
+command -v podman >/dev/null || { echo "error: run bash tests/run.sh first (it installs podman)" >&2; exit 1; }
+# Instances launch from the tests' Debian base (no registry here): imported once into the engine,
+# and every alias used below resolves to it. devami starts its own Podman service (no DOCKER_HOST).
+unset DOCKER_HOST
+rootfs="$(bash "$repo/tests/base-image.sh" | tail -n1)"
+podman import --change 'LABEL devami.bench=1' "$rootfs" localhost/devami-bench/base >/dev/null
+export DEVAMI_IMAGE_UBUNTU22=localhost/devami-bench/base:latest DEVAMI_IMAGE_UBUNTU18=localhost/devami-bench/base:latest
+# What the engine holds for this run's homes (labelled with a digest of the home's path) goes at exit.
+home_label() { python3 -c 'import sys
+h = 0xcbf29ce484222325
+for b in sys.argv[1].encode(): h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+print(f"{h:016x}")' "$1"; }
+cleanup_engine() {
+  for h in "$work/home" "$work/loop/home"; do
+    l=$(home_label "$h")
+    podman rm -f -t 0 $(podman ps -aq --filter "label=devami.home=$l") >/dev/null 2>&1 || true
+    for _ in 1 2 3; do podman rmi -f $(podman images -q --filter "label=devami.home=$l") >/dev/null 2>&1 || true; done
+  done
+  podman rmi -f localhost/devami-bench/base >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup_engine EXIT
 
 hyperfine --warmup 5 --runs 100 --export-json startup.json -N \
   "$bin run help-exit.devami" "$bin run --dir bench-blueprint help-exit.devami" >/dev/null
@@ -60,22 +82,28 @@ PY
 )
 
 
-# ---- local backend: snapshot and launch of 1 GiB in 10,000 files, against cp -a -------------
+# ---- local backend: images and launches of containers, against podman itself -----------------
+# create_devami of an instance that wrote 1 GiB in 10,000 files outside /home, against `podman
+# commit` of the same change and `cp -a` of the tree (in the same container, with sync); launch of
+# that image as a whole devami process, against `podman run -d` of the same image.
 "$bin" init snap-a >/dev/null; "$bin" init snap-b >/dev/null
 "$bin" snap-a -c 'launch ubuntu22' >/dev/null
-"$bin" snap-a -c "exec python3 -c \"import os; os.makedirs('tree', exist_ok=True); b=os.urandom(107374); [open(f'tree/f{i:05d}', 'wb').write(b) for i in range(10000)]\"" >/dev/null
+"$bin" snap-a -c "exec sudo python3 -c \"import os; os.makedirs('/opt/tree', exist_ok=True); b=os.urandom(107374); [open(f'/opt/tree/f{i:05d}', 'wb').write(b) for i in range(10000)]\"" >/dev/null
 inst=$(python3 -c 'import json;print(json.load(open("snap-a/.devami/state.json"))["instance"])')
 sync
 t0=$(date +%s.%N); "$bin" snap-a -c 'create_devami big-tree' >/dev/null; t1=$(date +%s.%N)
 image=$(python3 -c 'import json;print(json.load(open("snap-a/.devami/state.json"))["images"][-1]["id"])')
+engine_image=$(python3 -c "import json,os;print(json.load(open(os.environ['DEVAMI_HOME']+'/images/$image/image.json'))['engine_image'])")
 t2=$(date +%s.%N); "$bin" snap-b -c "launch $image" >/dev/null; t3=$(date +%s.%N)
-"$bin" snap-b -c 'exec test -f tree/f09999' >/dev/null
-sync
-t4=$(date +%s.%N); cp -a "$DEVAMI_HOME/instances/$inst/root/tree" "$work/tree-copy"; sync; t5=$(date +%s.%N)
+"$bin" snap-b -c 'exec test -f /opt/tree/f09999' >/dev/null
+t4=$(date +%s.%N); podman commit --pause=false "devami-$inst" localhost/devami-bench/commit >/dev/null; t5=$(date +%s.%N)
+t6=$(date +%s.%N); podman run -d --init --network host "$engine_image" sleep infinity > run-d.id; t7=$(date +%s.%N)
+podman rm -f -t 0 "$(cat run-d.id)" >/dev/null; podman rmi localhost/devami-bench/commit >/dev/null
+t8=$(date +%s.%N); "$bin" snap-a -c 'exec "sudo cp -a /opt/tree /opt/tree-copy && sync"' >/dev/null; t9=$(date +%s.%N)
 snapshot=$(python3 -c "print(f'{($t1-$t0)*1000:.0f}')"); launch=$(python3 -c "print(f'{($t3-$t2)*1000:.0f}')")
-cpa=$(python3 -c "print(f'{($t5-$t4)*1000:.0f}')")
-"$bin" snap-a -c 'terminate --force' >/dev/null; "$bin" snap-b -c 'terminate --force' >/dev/null
-rm -rf "$work/tree-copy"
+commit=$(python3 -c "print(f'{($t5-$t4)*1000:.0f}')"); rund=$(python3 -c "print(f'{($t7-$t6)*1000:.0f}')")
+cpa=$(python3 -c "print(f'{($t9-$t8)*1000:.0f}')")
+"$bin" snap-b -c 'terminate --force' >/dev/null
 
 # ---- local backend: 1 GiB through the embedded S3 endpoint, against aws s3 cp ---------------
 aws="$repo/.venv/bin/aws"
@@ -87,7 +115,9 @@ cmp -s big.bin got.bin || { echo "error: the downloaded object differs" >&2; exi
 mb() { python3 -c "print(f'{$(tail -n1 "$1") * 1024 / 1e6:.0f} MB')"; }
 uprss=$(mb up.rss); downrss=$(mb down.rss)
 port=$(python3 -c 'import json,os;print(json.load(open(os.environ["DEVAMI_HOME"]+"/run/s3.json"))["port"])')
-export AWS_ACCESS_KEY_ID=devami-local AWS_SECRET_ACCESS_KEY=devami-local-secret AWS_DEFAULT_REGION=us-east-1
+AWS_ACCESS_KEY_ID=$(python3 -c 'import json,os;print(json.load(open(os.environ["DEVAMI_HOME"]+"/run/s3-keys.json"))["access_key"])')
+AWS_SECRET_ACCESS_KEY=$(python3 -c 'import json,os;print(json.load(open(os.environ["DEVAMI_HOME"]+"/run/s3-keys.json"))["secret_key"])')
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION=us-east-1
 t4=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 cp --quiet big.bin s3://snap-a/bench/cli.bin; t5=$(date +%s.%N)
 t6=$(date +%s.%N); "$aws" --endpoint-url "http://127.0.0.1:$port" s3 cp --quiet s3://snap-a/bench/cli.bin cli.bin; t7=$(date +%s.%N)
 ms() { python3 -c "print(f'{($2-$1)*1000:.0f}')"; }
@@ -154,23 +184,45 @@ while len(seen) < 5 and time.time() < deadline:
 print(f"{max(seen.values())*1000:.0f} ms worst, {sum(seen.values())/len(seen)*1000:.0f} ms mean over {len(seen)} lines")
 PY
 )
+# ---- local backend: memory while a job runs (the waiting shell, and the job's supervisor) ------
+"$bin" latency -c 'submit latency/submit.json' >/dev/null
+"$bin" latency -c 'submit latency/submit.json' >/dev/null
+sleep 2
+/usr/bin/time -f %M -o wait.rss "$bin" latency -c 'job_status --wait' >/dev/null &
+waiter=$!
+sleep 1
+supervisor_rss=$(python3 - "$DEVAMI_HOME" <<'PY'
+import glob, sys
+peak = 0
+for status in glob.glob("/proc/[0-9]*/status"):
+    try:
+        cmd = open(status.replace("status", "cmdline"), "rb").read().split(b"\0")
+        if b"__job" in cmd and sys.argv[1].encode() in cmd:
+            peak = max(peak, int([l for l in open(status) if l.startswith("VmHWM")][0].split()[1]))
+    except OSError:
+        pass
+print(f"{peak/1024:.1f} MiB" if peak else "not found")
+PY
+)
+wait "$waiter"
+waitrss=$(mb wait.rss)
 "$bin" latency -c 'terminate --force' >/dev/null
 
 # ---- local backend: how soon `job_status --wait` notices that a job ended ----------------------
 # The job's last act writes the time; the lag is from then to devami's return (whole process).
-job_blueprint notice 'sleep $(cat ~/delay); date +%s.%N > ~/ended'
+job_blueprint notice 'sleep $(cat /tmp/delay); date +%s.%N > /tmp/ended'
 "$bin" notice -c 'launch ubuntu22; upload notice/d.txt' >/dev/null
-notice_inst=$(python3 -c 'import json;print(json.load(open("notice/.devami/state.json"))["instance"])')
-notice=$(python3 - "$bin" "$DEVAMI_HOME/instances/$notice_inst/root" <<'PY'
+notice=$(python3 - "$bin" <<'PY'
 import subprocess, sys, time
-binary, root = sys.argv[1], sys.argv[2]
+binary = sys.argv[1]
 lags = []
 for delay in (0.3, 0.8, 1.7, 2.9, 4.3, 6.1):
-    open(f"{root}/delay", "w").write(f"{delay}\n")
+    subprocess.run([binary, "notice", "-c", f'exec "echo {delay} > /tmp/delay"'], check=True, capture_output=True)
     subprocess.run([binary, "notice", "-c", "submit notice/submit.json"], check=True, capture_output=True)
     subprocess.run([binary, "notice", "-c", "job_status --wait"], check=True, capture_output=True)
     done = time.time()
-    lags.append(done - float(open(f"{root}/ended").read()))
+    ended = subprocess.run([binary, "notice", "-c", "exec cat /tmp/ended"], check=True, capture_output=True, text=True).stdout
+    lags.append(done - float(ended.strip().splitlines()[-1]))
 print(f"{max(lags)*1000:.0f} ms worst, {sum(lags)/len(lags)*1000:.0f} ms mean over {len(lags)} jobs of 0.3 s to 6.1 s")
 PY
 )
@@ -212,13 +264,15 @@ moto_lag=$(printf '%s\n' "$moto_out" | sed -n 's/^STATE_CHANGE_LAG //p')
   echo
   echo "$idle"
   echo
-  echo "## Local backend: 1 GiB in 10,000 files (target: at least 5x faster than cp -a)"
+  echo "## Local backend: an instance that wrote 1 GiB in 10,000 files (targets: create_devami at most 1.2x podman commit; launch at most 1.5x podman run -d and under 1 s)"
   echo
-  echo "| operation | wall time |"
-  echo "| --- | --- |"
-  echo "| \`create_devami\` (whole devami process) | $snapshot ms |"
-  echo "| \`launch\` from that image (whole devami process) | $launch ms |"
-  echo "| \`cp -a\` of the same tree (+ sync) | $cpa ms |"
+  echo "| operation | wall time | against |"
+  echo "| --- | --- | --- |"
+  echo "| \`create_devami\` (whole devami process, until available) | $snapshot ms | $(ratio "$commit" "$snapshot") of \`podman commit\` |"
+  echo "| \`podman commit --pause=false\` of the same container | $commit ms | |"
+  echo "| \`cp -a\` of the same tree inside the instance (+ sync) | $cpa ms | |"
+  echo "| \`launch\` from that image (whole devami process, until running) | $launch ms | $(ratio "$rund" "$launch") of \`podman run -d\` |"
+  echo "| \`podman run -d --init --network host\` of the same image | $rund ms | |"
   echo
   echo "## Local backend: a 1 GiB object through the embedded S3 endpoint (target: faster than aws s3 cp; devami's peak memory under 200 MB)"
   echo
@@ -239,6 +293,13 @@ moto_lag=$(printf '%s\n' "$moto_out" | sed -n 's/^STATE_CHANGE_LAG //p')
   echo "## Local backend: a job prints a line, \`job_output\` shows it (target: under 1 s)"
   echo
   echo "$latency (polling \`devami -c job_output\` in a loop)"
+  echo
+  echo "## Local backend: memory while a job runs"
+  echo
+  echo "| process | peak memory (max RSS) |"
+  echo "| --- | --- |"
+  echo "| the shell in \`job_status --wait\` | $waitrss |"
+  echo "| the job's supervisor (\`devami __job\`) | $supervisor_rss |"
   echo
   echo "## Noticing a change: from the change to the waiting command's return (target: about 1 s: waits poll at 100 ms growing to 1 s)"
   echo

@@ -476,7 +476,8 @@ impl DevAmi {
             "status" => {
                 self.require_blueprint()?;
                 self.refresh_pending_images();
-                self.status()?
+                let about = self.backend_about();
+                self.status(about)?
             }
             "history" => {
                 self.require_blueprint()?;
@@ -694,7 +695,33 @@ impl DevAmi {
         msg
     }
 
-    fn status(&self) -> Result<Output> {
+    /// What runs the instances (the local backend's engine and version), for `status`; a
+    /// backend that cannot be reached says so instead of failing the command.
+    fn backend_about(&mut self) -> Option<String> {
+        let cloud = match self.cloud() {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(format!(
+                    "not reachable: {}",
+                    crate::console::render_error(&e).trim_end().replacen("error: ", "", 1)
+                ));
+            }
+        };
+        match cloud.call_within(
+            Duration::from_secs(10),
+            "asking the backend about itself",
+            cloud.backend.about(),
+        ) {
+            Ok(Some(about)) => about,
+            Ok(None) => Some("no answer within 10 s".into()),
+            Err(e) => Some(format!(
+                "not reachable: {}",
+                crate::console::render_error(&e).trim_end().replacen("error: ", "", 1)
+            )),
+        }
+    }
+
+    fn status(&self, about: Option<String>) -> Result<Output> {
         let bp = self.require_blueprint()?;
         let st = &self.state;
         let now = clock::now();
@@ -704,6 +731,9 @@ impl DevAmi {
             vec!["pipeline".into(), bp.pipeline_name().unwrap_or("(missing)").to_string()],
             vec!["backend".into(), self.opts.backend.to_string()],
         ];
+        if let Some(about) = about {
+            rows.push(vec!["engine".into(), about]);
+        }
         match st.current() {
             Some(rec) => {
                 rows.push(vec!["instance".into(), rec.id.clone()]);

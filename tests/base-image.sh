@@ -12,7 +12,10 @@ fail() { echo "error: $*" >&2; exit 1; }
 
 suite=bookworm
 variant=minbase
-packages=ca-certificates,sudo,procps,python3,python3-boto3,git,awscli
+packages=ca-certificates,sudo,procps,python3,python3-pip,git
+# The AWS CLI and boto3 from PyPI: Debian 12's own (awscli 2.9, boto3 1.26) predate
+# AWS_ENDPOINT_URL, which points them at the local backend's S3 endpoint.
+pip_packages="awscli>=1.36,<2 boto3>=1.35"
 
 if [ -n "${DEVAMI_CACHE:-}" ]; then
   cache="$DEVAMI_CACHE"
@@ -23,7 +26,7 @@ elif [ -n "${HOME:-}" ]; then
 else
   fail "no cache folder: set DEVAMI_CACHE (or HOME)"
 fi
-key="$(printf '%s\n' "$suite" "$variant" "$packages" | sha256sum | cut -c1-12)"
+key="$(printf '%s\n' "$suite" "$variant" "$packages" "$pip_packages" | sha256sum | cut -c1-12)"
 name="debian-$suite-$variant-$key"
 out="$cache/$name.tar"
 
@@ -77,11 +80,16 @@ trap 'rm -f "$tmp"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 echo "== building the Debian $suite base image ($packages) into $out (a few minutes)" >&2
-mmdebstrap --variant="$variant" --include="$packages" --format=tar "$suite" "$tmp" >&2 ||
+# shellcheck disable=SC2016 # $1 is the hook's argument, expanded by mmdebstrap's shell
+mmdebstrap --variant="$variant" --include="$packages" --format=tar \
+  --customize-hook="chroot \"\$1\" python3 -m pip install --quiet --no-cache-dir --break-system-packages $(printf "'%s' " $pip_packages)" \
+  "$suite" "$tmp" >&2 ||
   fail "mmdebstrap could not build the $suite root filesystem (is Debian's archive reachable?)"
 [ -s "$tmp" ] || fail "mmdebstrap left no tarball at $tmp"
 tar -tf "$tmp" ./etc/debian_version >/dev/null 2>&1 ||
   fail "the tarball built by mmdebstrap has no ./etc/debian_version: not a Debian root filesystem"
 mv -f "$tmp" "$out" || fail "cannot move $tmp to $out"
+# Older builds (another package list) are of no further use.
+find "$cache" -maxdepth 1 -name "debian-$suite-$variant-*.tar" ! -name "$name.tar" -delete 2>/dev/null || true
 echo "== base image ready: $out" >&2
 echo "$out"

@@ -10,6 +10,7 @@
 #   DOCKER_HOST         unix:// socket of the Podman service (Docker-compatible API)
 #   CONTAINERS_CONF     the containers.conf that service runs with (runc, ulimits within limits)
 #   DEVAMI_TEST_BASE    that tarball imported into the engine (what every alias resolves to)
+#   DEVAMI_TEST_REGISTRY  127.0.0.1:PORT, where the pull test runs a registry the engine trusts
 # On exit the service is stopped, and the containers and images labelled devami.test=1 removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -131,6 +132,19 @@ nproc="$(limit -u)"
   fi
 } >"$engine_tmp/containers.conf"
 export CONTAINERS_CONF="$engine_tmp/containers.conf"
+
+# A registry on loopback for the pull test (Debian's docker-registry, started by the test itself):
+# plain HTTP, so the engine is told it is an insecure registry.
+registry_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+{
+  echo 'unqualified-search-registries = ["docker.io"]'
+  echo
+  echo '[[registry]]'
+  echo "location = \"127.0.0.1:$registry_port\""
+  echo 'insecure = true'
+} >"$engine_tmp/registries.conf"
+export CONTAINERS_REGISTRIES_CONF="$engine_tmp/registries.conf"
+export DEVAMI_TEST_REGISTRY="127.0.0.1:$registry_port"
 
 podman system service --time=0 "unix://$sock" \
   </dev/null >"$engine_tmp/podman.log" 2>&1 &

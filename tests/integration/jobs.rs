@@ -39,10 +39,10 @@ group=${2%/inputs/*}
 base=${2##*/}
 tmp=$(mktemp -d)
 echo "result for $base" > "$tmp/r"
-python3 ~/s3.py put "$1" "$group/$3/process_results/out.txt" "$tmp/r"
-python3 ~/s3.py put "$1" "$group/$3/process_results/sub dir/deep:er.txt" "$tmp/r"
+python3 /home/ubuntu/s3.py put "$1" "$group/$3/process_results/out.txt" "$tmp/r"
+python3 /home/ubuntu/s3.py put "$1" "$group/$3/process_results/sub dir/deep:er.txt" "$tmp/r"
 printf '{"status": "%s", "reason": ["no frames found", "see stderr"]}' "${STATUS:-SUCCESS}" > "$tmp/s"
-python3 ~/s3.py put "$1" "$group/$3/logs/DATASET_NAME:${base}_STATUS.txt" "$tmp/s"
+python3 /home/ubuntu/s3.py put "$1" "$group/$3/logs/DATASET_NAME:${base}_STATUS.txt" "$tmp/s"
 rm -rf "$tmp"
 echo "analysed $base"
 "#;
@@ -600,7 +600,7 @@ fn the_status_object_of_a_key_with_spaces_and_colons() {
 
 #[test]
 fn several_datasets_run_one_after_another_or_in_parallel() {
-    let l = Local::new("jobs-multi", r#"cd ~; JOB_SLEEP=0.5 bash record.sh "{}" "{}" "{}" "{}""#);
+    let l = Local::new("jobs-multi", r#"cd /home/ubuntu; JOB_SLEEP=0.5 bash record.sh "{}" "{}" "{}" "{}""#);
     let batch = ["batch/1.txt", "batch/2.txt", "batch/4.txt", "batch/sub/3.txt"];
     let mut files = vec![("a.txt", "a"), ("b.txt", "b")];
     files.extend(batch.iter().map(|b| (*b, "x")));
@@ -727,7 +727,8 @@ fn cancel_stops_a_running_job_and_refuses_a_finished_one() {
 
 #[test]
 fn job_status_shows_an_analysis_that_failed_in_a_job_that_succeeded() {
-    let l = Local::new("jobs-analysis", r#"cd ~; STATUS=FAILED bash analysis.sh "{}" "{}" "{}" "{}""#);
+    let l =
+        Local::new("jobs-analysis", r#"cd /home/ubuntu; STATUS=FAILED bash analysis.sh "{}" "{}" "{}" "{}""#);
     l.upload_inputs(&[("data.txt", "x")]);
     let file = l.submit_file("s.json", json!("debuggers/inputs/data.txt"));
     l.ok(&format!("submit_job {file}"));

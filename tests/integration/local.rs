@@ -143,7 +143,7 @@ fn aws_cli_and_boto3_inside_a_job_reach_the_embedded_endpoint() {
     blueprint(
         &s,
         "cli",
-        r#"aws s3 cp "s3://{}/{}" - ; python3 -c 'import boto3, sys; print(boto3.client("s3").list_objects_v2(Bucket=sys.argv[1])["KeyCount"], "objects")' cli; echo "results={} config={}""#,
+        r#"aws s3 cp "s3://{}/{}" - && python3 -c 'import boto3, sys; print(boto3.client("s3").list_objects_v2(Bucket=sys.argv[1])["KeyCount"], "objects")' cli && echo "results={} config={}""#,
         600,
     );
     ok(&s, "cli", "launch ubuntu22; upload cli/data.txt; upload cli/data.txt debuggers/configs/c.json");
@@ -200,4 +200,220 @@ fn leaving_with_a_running_instance_says_what_it_costs_or_does_what_on_exit_says(
     let out = s.run(&["exit-test", "--on-exit", "explode", "-c", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
     assert!(text(&out.stderr).contains("ask, leave, stop or terminate"), "{}", all(&out));
+}
+
+/// Sets INSTANCE_TYPE of a blueprint made by [`blueprint`].
+fn set_instance_type(s: &Scratch, name: &str, ty: &str) {
+    let path = s.path().join(name).join("stack_config_template.json");
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["Lambda"]["LambdaConfig"]["INSTANCE_TYPE"] = ty.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+}
+
+/// The `ami-` id a `create_devami` printed.
+fn image_id(out: &str) -> String {
+    let at = out.find("ami-").unwrap_or_else(|| panic!("no image id in: {out}"));
+    out[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
+}
+
+#[test]
+fn an_instance_cannot_see_or_change_the_host() {
+    let s = Scratch::new();
+    blueprint(&s, "walls", "true {} {} {} {}", 600);
+    let canary = s.write("canary-outside.txt", "host secret\n");
+    let doc_dir = Path::new("/usr/share/doc");
+    let docs_before = std::fs::read_dir(doc_dir).map(|d| d.count()).unwrap_or(0);
+    ok(&s, "walls", "launch ubuntu22");
+    let inside = run(&s, "walls", &format!("exec cat {}", canary.display()));
+    assert!(!inside.status.success(), "the host's canary is visible inside: {}", all(&inside));
+    assert!(!all(&inside).contains("host secret"), "{}", all(&inside));
+    let host_marker = format!("/usr/local/bin/devami-test-{}", std::process::id());
+    ok(
+        &s,
+        "walls",
+        &format!("exec sudo touch {host_marker}; exec sudo rm -rf /usr/share/doc; exec ls {host_marker}"),
+    );
+    assert!(!Path::new(&host_marker).exists(), "a write inside reached the host");
+    assert_eq!(
+        std::fs::read_dir(doc_dir).map(|d| d.count()).unwrap_or(0),
+        docs_before,
+        "a removal inside reached the host"
+    );
+    let release = ok(&s, "walls", "exec cat /etc/os-release; exec hostname");
+    assert!(release.contains("Debian GNU/Linux 12"), "{release}");
+    assert!(release.contains("\ni-"), "the hostname is not the instance's id: {release}");
+    // exec runs as `ubuntu` in its home, with a working sudo; `exec "a; b"` runs `a; b`.
+    let who = ok(&s, "walls", r#"exec "whoami; pwd; sudo id -u""#);
+    let lines: Vec<&str> = who.lines().filter(|l| !l.starts_with("devami> ")).collect();
+    assert_eq!(lines, ["ubuntu", "/home/ubuntu", "0"], "{who}");
+    ok(&s, "walls", "terminate --force");
+}
+
+#[test]
+fn files_outside_home_survive_an_image_and_images_do_not_change() {
+    let s = Scratch::new();
+    blueprint(&s, "keep", "true {} {} {} {}", 600);
+    ok(&s, "keep", "launch ubuntu22");
+    ok(&s, "keep", r#"exec "echo v1 | sudo tee /opt/tool.txt""#);
+    let made = ok(&s, "keep", "create_devami kept");
+    let ami = image_id(&made);
+    // The source goes on changing after the image was made: the image does not.
+    ok(&s, "keep", r#"exec "echo v2 | sudo tee /opt/tool.txt; sudo touch /opt/later""#);
+    ok(&s, "keep", "terminate");
+    ok(&s, "keep", &format!("launch {ami}"));
+    let out = ok(&s, "keep", "exec cat /opt/tool.txt; exec ls /opt");
+    assert!(out.contains("v1") && !out.contains("v2") && !out.contains("later"), "{out}");
+    ok(&s, "keep", "terminate --force");
+}
+
+#[test]
+fn ps_shows_only_the_instance_and_stop_ends_every_process_but_keeps_files() {
+    let s = Scratch::new();
+    blueprint(&s, "procs", "true {} {} {} {}", 600);
+    ok(&s, "procs", "launch ubuntu22");
+    ok(&s, "procs", r#"exec "nohup sleep 1000 >/dev/null 2>&1 & echo kept > ~/file""#);
+    let ps = ok(&s, "procs", "exec ps -e -o args=");
+    let procs: Vec<&str> = ps.lines().filter(|l| !l.starts_with("devami> ")).map(str::trim).collect();
+    assert!(procs.contains(&"sleep 1000"), "{ps}");
+    // The instance's init, its idle main process, the background sleep, and this exec's own two.
+    assert!(procs.len() <= 6, "ps inside lists processes that are not the instance's: {ps}");
+    assert!(!ps.contains("cargo") && !ps.contains("integration") && !ps.contains("__s3d"), "{ps}");
+    ok(&s, "procs", "stop; start");
+    let after = ok(&s, "procs", "exec ps -e -o args=; exec cat ~/file");
+    assert!(!after.contains("sleep 1000"), "stop left a process running: {after}");
+    assert!(after.contains("kept"), "{after}");
+    ok(&s, "procs", "terminate --force");
+}
+
+#[test]
+fn a_job_that_needs_more_memory_than_its_type_is_killed_and_says_so() {
+    let s = Scratch::new();
+    let alloc = r#"python3 -c 'b = bytearray(2 * 1024**3); b[::4096] = b"x" * (len(b) // 4096); print("allocated")' # {} {} {} {}"#;
+    blueprint(&s, "mem", alloc, 600);
+    launch_and_submit(&s, "mem");
+    let out = ok(&s, "mem", "job_status --wait");
+    assert!(out.contains("Failed"), "{out}");
+    assert!(out.contains("out of memory") && out.contains("t2.micro has 1 vCPU, 1 GiB"), "{out}");
+    ok(&s, "mem", "terminate --force");
+    set_instance_type(&s, "mem", "t2.medium");
+    ok(&s, "mem", "launch ubuntu22");
+    ok(&s, "mem", "submit mem/submit.json");
+    let out = ok(&s, "mem", "job_status --wait; job_output");
+    assert!(out.contains("Success") && out.contains("allocated"), "{out}");
+    ok(&s, "mem", "terminate --force");
+}
+
+#[test]
+fn without_a_container_engine_a_launch_is_one_clear_error_and_changes_nothing() {
+    let s = Scratch::new();
+    blueprint(&s, "noeng", "true {} {} {} {}", 600);
+    ok(&s, "noeng", "blueprint");
+    let before = crate::support::files_under(&s.path().join("noeng"));
+    let state_before = std::fs::read(s.path().join("noeng/.devami/state.json")).ok();
+    let out = s
+        .cmd(&["noeng", "-c", "launch ubuntu22"])
+        .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", s.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("container engine"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(crate::support::files_under(&s.path().join("noeng")), before);
+    assert_eq!(std::fs::read(s.path().join("noeng/.devami/state.json")).ok(), state_before);
+}
+
+#[test]
+fn status_names_the_engine_and_terminate_and_deregister_leave_nothing_in_it() {
+    use devami::backend::local::engine::{Engine, LABEL_HOME, LABEL_IMAGE};
+    let s = Scratch::new();
+    blueprint(&s, "eng", "true {} {} {} {}", 600);
+    let status = ok(&s, "eng", "status");
+    assert!(status.contains("engine") && status.contains("Podman Engine"), "{status}");
+    ok(&s, "eng", "launch ubuntu22");
+    let made = ok(&s, "eng", "create_devami tidy");
+    let ami = image_id(&made);
+    ok(&s, "eng", "terminate");
+    let out = s.run(&["eng", "--yes", "-c", &format!("sweep --deregister {ami}")]);
+    assert!(out.status.success(), "{}", all(&out));
+    let home = devami::backend::local::home::Home::at(s.home()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (containers, images) = rt.block_on(async {
+        let engine = Engine::connect(&home).await.unwrap();
+        let c = engine.containers_labelled(LABEL_HOME, &home.label()).await.unwrap();
+        let i = engine.images_labelled(LABEL_HOME, &home.label()).await.unwrap();
+        (c, i)
+    });
+    assert!(containers.is_empty(), "containers left: {containers:?}");
+    let ours: Vec<_> = images.iter().filter(|i| i.labels.get(LABEL_IMAGE) == Some(&ami)).collect();
+    assert!(ours.is_empty(), "the deregistered image is still in the engine: {ours:?}");
+}
+
+/// Debian's docker-registry on `DEVAMI_TEST_REGISTRY` (an address tests/run.sh told the engine
+/// to trust over plain HTTP), stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let address = std::env::var("DEVAMI_TEST_REGISTRY")
+            .expect("DEVAMI_TEST_REGISTRY is not set: run the tests with `bash tests/run.sh`");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry (apt-get install docker-registry)");
+        let url = format!("{address}");
+        poll_until("the registry to answer", Duration::from_secs(20), Duration::from_millis(50), || {
+            std::net::TcpStream::connect(&url).is_ok()
+        });
+        Registry { child, address, _dir: dir }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_alias_is_pulled_from_a_registry_with_progress() {
+    let registry = Registry::start();
+    let reference = format!("{}/ubuntu:20.04", registry.address);
+    let host =
+        std::env::var("DOCKER_HOST").expect("DOCKER_HOST is not set: run the tests with `bash tests/run.sh`");
+    let push = std::process::Command::new("podman")
+        .args(["--url", &host, "push", "--tls-verify=false", &crate::support::base_image(), &reference])
+        .output()
+        .expect("run podman push");
+    assert!(push.status.success(), "podman push: {}", all(&push));
+    let s = Scratch::new();
+    blueprint(&s, "pull", "true {} {} {} {}", 600);
+    let out =
+        s.cmd(&["pull", "-c", "launch ubuntu20"]).env("DEVAMI_IMAGE_UBUNTU20", &reference).output().unwrap();
+    assert!(out.status.success(), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("pulling {reference} for `ubuntu20`")), "{err}");
+    assert!(err.lines().count() > 1, "no progress while pulling: {err}");
+    let inside = s.cmd(&["pull", "-c", "exec cat /etc/debian_version; terminate --force"]).output().unwrap();
+    assert!(inside.status.success() && text(&inside.stdout).contains("12."), "{}", all(&inside));
+    // The pulled image is the tests' to remove (the engine keeps what it pulled).
+    let _ = std::process::Command::new("podman").args(["--url", &host, "rmi", &reference]).output();
 }

@@ -174,6 +174,13 @@ pub async fn make(
         let plumbing = write_plumbing(home, &meta.id)?;
         let hw = hardware::of(launch.instance_type);
         let gpus = hw.gpus > 0 && engine.has_gpus().await;
+        if hw.gpus > 0 && !gpus {
+            eprintln!(
+                "warning: {} has {} GPU on AWS, but this machine's container engine offers none: the \
+                 instance runs without one",
+                launch.instance_type, hw.gpus
+            );
+        }
         let mut binds = vec![format!("{}:{PLUMBING_INSIDE}:rw", plumbing.display())];
         if let Some(v) = launch.visible {
             binds.push(format!("{}:{}:ro", v.display(), v.display()));
@@ -250,6 +257,15 @@ pub async fn describe(home: &Home, engine: &Engine, id: &str) -> Result<Instance
                 m.state_reason = Some(why.to_string());
             })?;
         }
+    }
+    // A `shutdown` typed by hand (not in a job, whose supervisor acts on it) comes due.
+    if meta.state == InstanceState::Running
+        && super::jobs::peek_stop_request(home, id).is_some_and(|r| r.due <= clock::now())
+        && let Some(req) = super::jobs::take_stop_request(home, id)
+    {
+        let reason = format!("shutdown requested inside the instance (`{}`)", req.command);
+        force_stop(home, engine, id, &reason).await?;
+        meta = read(home, id)?;
     }
     if meta.state == InstanceState::Running
         && let Some(left) = lifetime_left(&meta, clock::now())

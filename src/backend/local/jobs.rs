@@ -614,10 +614,27 @@ fn marker_path(home: &Home, instance_id: &str) -> PathBuf {
     instances::plumbing_dir(home, instance_id).join(STOP_MARKER)
 }
 
+/// Reads a marker the instance wrote: a regular file only, never through a symlink (root in the
+/// instance controls the plumbing folder), at most 4 KiB.
+fn read_marker(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !fs::symlink_metadata(path).ok()?.file_type().is_file() {
+        return None;
+    }
+    let file =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Reads the stop request of an instance without taking it.
 pub fn peek_stop_request(home: &Home, instance_id: &str) -> Option<StopRequest> {
-    let text = fs::read_to_string(marker_path(home, instance_id)).ok()?;
-    Some(parse_stop_request(&text))
+    read_marker(&marker_path(home, instance_id)).map(|t| parse_stop_request(&t))
 }
 
 /// Takes the stop request of an instance (at most one caller gets it) and removes the marker.
@@ -625,7 +642,7 @@ pub fn take_stop_request(home: &Home, instance_id: &str) -> Option<StopRequest> 
     let marker = marker_path(home, instance_id);
     let taken = marker.with_extension(format!("taken-{}", std::process::id()));
     fs::rename(&marker, &taken).ok()?;
-    let text = fs::read_to_string(&taken).unwrap_or_default();
+    let text = read_marker(&taken).unwrap_or_default();
     let _ = fs::remove_file(&taken);
     Some(parse_stop_request(&text))
 }

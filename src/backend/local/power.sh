@@ -67,9 +67,9 @@ systemctl)
 *)
     echo "devami shim: unknown name '$name'" >&2; exit 1 ;;
 esac
-dir=${DEVAMI_INSTANCE_DIR:-}
+dir=${DEVAMI_INSTANCE_DIR:-/run/devami}
 if [ -z "$dir" ] || [ ! -d "$dir" ]; then
-    echo "$name: not inside a devami local instance (DEVAMI_INSTANCE_DIR unset); nothing was done" >&2
+    echo "$name: not inside a devami local instance (no /run/devami); nothing was done" >&2
     exit 1
 fi
 marker=$dir/stop-requested
