@@ -698,14 +698,14 @@ impl DevAmi {
     /// What runs the instances (the local backend's engine and version), for `status`; a
     /// backend that cannot be reached says so instead of failing the command.
     fn backend_about(&mut self) -> Option<String> {
-        let cloud = match self.cloud() {
+        // Not `cloud()`: `status` stays a look at the session, with no check of the instance.
+        if self.opts.backend != BackendKind::Local {
+            return None;
+        }
+        let shown = |e: &Error| crate::console::render_error(e).trim_end().replacen("error: ", "", 1);
+        let cloud = match self.connect() {
             Ok(c) => c,
-            Err(e) => {
-                return Some(format!(
-                    "not reachable: {}",
-                    crate::console::render_error(&e).trim_end().replacen("error: ", "", 1)
-                ));
-            }
+            Err(e) => return Some(format!("not reachable: {}", shown(&e))),
         };
         match cloud.call_within(
             Duration::from_secs(10),
@@ -714,10 +714,7 @@ impl DevAmi {
         ) {
             Ok(Some(about)) => about,
             Ok(None) => Some("no answer within 10 s".into()),
-            Err(e) => Some(format!(
-                "not reachable: {}",
-                crate::console::render_error(&e).trim_end().replacen("error: ", "", 1)
-            )),
+            Err(e) => Some(format!("not reachable: {}", shown(&e))),
         }
     }
 

@@ -76,13 +76,23 @@ command -v mmdebstrap >/dev/null || fail "mmdebstrap is missing after apt-get in
 # Build under a temporary name in the same folder, then rename: the final name only ever holds a
 # complete tarball, even if the build is killed.
 tmp="$cache/.$name.partial.$$.tar"
-trap 'rm -f "$tmp"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 echo "== building the Debian $suite base image ($packages) into $out (a few minutes)" >&2
+# The wheels are fetched here, with this machine's pip and its trust settings (a proxy's CA the
+# new root filesystem does not know), then installed inside without network.
+wheels="$cache/.$name.wheels.$$"
+trap 'rm -f "$tmp"; rm -rf "$wheels"' EXIT
+# shellcheck disable=SC2086 # one requirement per word
+python3 -m pip download --quiet --dest "$wheels" --only-binary=:all: --implementation cp \
+  --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 $pip_packages >&2 ||
+  fail "pip could not download $pip_packages (is PyPI reachable?)"
 # shellcheck disable=SC2016 # $1 is the hook's argument, expanded by mmdebstrap's shell
 mmdebstrap --variant="$variant" --include="$packages" --format=tar \
-  --customize-hook="chroot \"\$1\" python3 -m pip install --quiet --no-cache-dir --break-system-packages $(printf "'%s' " $pip_packages)" \
+  --customize-hook='mkdir -p "$1/tmp/wheels"' \
+  --customize-hook="sync-in $wheels /tmp/wheels" \
+  --customize-hook="chroot \"\$1\" python3 -m pip install --quiet --no-index --find-links /tmp/wheels --break-system-packages $(printf "'%s' " $pip_packages)" \
+  --customize-hook='rm -rf "$1/tmp/wheels"' \
   "$suite" "$tmp" >&2 ||
   fail "mmdebstrap could not build the $suite root filesystem (is Debian's archive reachable?)"
 [ -s "$tmp" ] || fail "mmdebstrap left no tarball at $tmp"

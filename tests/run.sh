@@ -64,7 +64,7 @@ export DEVAMI_TEST_ROOTFS="$rootfs"
 echo "$DEVAMI_TEST_ROOTFS"
 
 echo "== container engine"
-engine_tmp="$(mktemp -d "${TMPDIR:-/tmp}/devami-tests.XXXXXX")" || fail "mktemp -d failed"
+engine_tmp="$(mktemp -d "${TMPDIR:-/tmp}/devami_tests.XXXXXX")" || fail "mktemp -d failed"
 sock="$engine_tmp/podman.sock"
 engine_pid=""
 engine_ready=""
@@ -162,9 +162,9 @@ echo "podman $(podman --version | awk '{print $3}') answers on $DOCKER_HOST"
 
 # The tests' base OS image, imported through the engine's API (no registry needed); every alias
 # of the tests resolves to it (DEVAMI_IMAGE_<ALIAS>, see tests/integration/support.rs).
-base_ref="localhost/devami-test/base:latest"
+base_ref="localhost/devamitest/base:latest"
 curl -sf --unix-socket "$sock" -X POST -H 'Content-Type: application/x-tar' -T "$DEVAMI_TEST_ROOTFS" \
-  "http://d/v1.41/images/create?fromSrc=-&repo=localhost/devami-test/base&tag=latest&changes=LABEL%20devami.test%3D1" \
+  "http://d/v1.41/images/create?fromSrc=-&repo=localhost/devamitest/base&tag=latest&changes=LABEL%20devami.test%3D1" \
   >/dev/null || fail "the engine could not import $DEVAMI_TEST_ROOTFS"
 engine_podman image exists "$base_ref" || fail "the engine has no $base_ref after the import"
 export DEVAMI_TEST_BASE="$base_ref"

@@ -15,9 +15,8 @@
 //! describe hang); inside a large download and upload, of one file and of a folder (local
 //! backend); at random moments of a loop of state writes and of a loop of `update_blueprint`
 //! (blueprint rewrite and git commits); while a second shell tries to open the folder; while
-//! `exec` runs a command in the instance; inside the local backend's own long calls (a launch
-//! copying a large image, a snapshot copying a large instance, in copy mode), and of the detached
-//! builder that copies for them.
+//! `exec` runs a command in the instance; inside the local backend's own long calls (a commit of a
+//! large change, a launch), and of the detached builder that commits.
 //!
 //! What a killed process leaves behind must go with the next run that touches it (a download's
 //! temporary file, a multipart upload's parts, a state or blueprint temporary file), a git lock it
@@ -364,21 +363,6 @@ impl Local {
         out
     }
 
-    /// Every instance of the home: (id, state).
-    fn home_instances(&self) -> Vec<(String, String)> {
-        let mut out: Vec<_> = std::fs::read_dir(self.home().join("instances"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| {
-                let t = std::fs::read_to_string(e.path().join("instance.json")).ok()?;
-                let v: Value = serde_json::from_str(&t).ok()?;
-                Some((v["id"].as_str()?.to_string(), v["state"].as_str()?.to_string()))
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
     /// The folder of the endpoint's buckets (the root of its store).
     fn buckets(&self) -> PathBuf {
         self.home().join("buckets")
@@ -596,7 +580,10 @@ fn sigkill_inside_an_image_wait_on_the_local_backend() {
     assert_eq!(st["images"][0]["last_state"], "pending", "{st:#}");
     assert_eq!(st["instance_saved"], true, "{st:#}");
     assert_eq!(unexpected_in_session(&bp), Vec::<String>::new());
-    assert_eq!(l.home_image(&image)["state"], "available", "the local snapshot had finished");
+    // The commit goes on in its detached builder, whatever happened to the shell.
+    wait_for("the local image to be committed", Duration::from_secs(60), || {
+        (l.home_image(&image)["state"] == "available").then_some(())
+    });
 
     // The commands that look at the session before any command waits on the image: `history`
     // and `status` ask the backend about an image recorded as pending, and record what it says
@@ -1125,11 +1112,10 @@ fn sigkill_while_exec_runs_in_the_instance_leaves_the_lock_free() {
     let bp = l.bp();
     l.ok("launch_devinstance");
     let id = current(&strict_state(&bp));
-    let marker = l.home().join("instances").join(&id).join("root/started");
     let mut first = l.spawn("exec touch ~/started && sleep 120");
     wait_for("the command to run in the instance", Duration::from_secs(60), || {
         first.assert_running();
-        (marker.exists() && !instance_processes(&id).is_empty()).then_some(())
+        (!instance_processes(&id).is_empty()).then_some(())
     });
     first.sigkill();
     let orphans = instance_processes(&id);
@@ -1148,24 +1134,10 @@ fn sigkill_while_exec_runs_in_the_instance_leaves_the_lock_free() {
     assert_eq!(left, Vec::<u32>::new());
 }
 
-// ---- 6. SIGKILL inside the local backend's own long calls (copy mode) ---------------------------
+// ---- 6. SIGKILL inside the local backend's own long calls (a commit, a launch) -------------------
 
-/// The `.tmp-*` folders of the home's `layers/` (snapshots being copied).
-fn tmp_layers(l: &Local) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(l.home().join("layers"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".tmp-"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// The builder a pending local resource's document names, once it is not `shell` (the process
-/// that made the request): the detached `devami __build` that copies its files.
+/// The builder a pending local image's document names, once it is not `shell` (the process that
+/// made the request): the detached `devami __build` that commits it.
 fn builder_of(doc: &Value, shell: u32) -> Option<i32> {
     let pid = doc["builder"]["pid"].as_u64()?;
     (pid != u64::from(shell)).then(|| i32::try_from(pid).unwrap())
@@ -1181,34 +1153,46 @@ fn kill_builder(pid: i32) {
     });
 }
 
-/// In copy mode a local launch copies the image's files and a snapshot copies the instance's. The
-/// backend answers at once with a pending instance or image (as EC2 does) and a detached builder
-/// copies: a shell killed during the copy has recorded the id, and the copy goes on to the end.
-/// A builder killed during the copy fails the image or terminates the instance, and its partial
-/// copy goes, as soon as a describe notices.
+/// The `i-` ids of the containers the engine holds for a home (by their labels).
+fn engine_instances(home: &Path) -> Vec<String> {
+    use devami::backend::local::engine::{Engine, LABEL_HOME, LABEL_INSTANCE};
+    let h = devami::backend::local::home::Home::at(home.to_path_buf()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut ids: Vec<String> = rt.block_on(async {
+        let engine = Engine::connect(&h).await.unwrap();
+        let found = engine.containers_labelled(LABEL_HOME, &h.label()).await.unwrap();
+        found.into_iter().filter_map(|(_, labels, _)| labels.get(LABEL_INSTANCE).cloned()).collect()
+    });
+    ids.sort();
+    ids
+}
+
+/// A local image is committed by a detached builder (`devami __build`) while the shell waits: a
+/// shell killed during a long commit has recorded the id, and the commit goes on to the end; a
+/// builder killed during the commit fails the image, naming it. A shell killed at any moment of a
+/// launch leaves no container that the next shell cannot find: what the engine holds for the
+/// home is found through its labels, and `sweep` shows every one of them.
 #[test]
-fn sigkill_inside_a_slow_local_snapshot_or_launch_keeps_every_id() {
-    let mut l = Local::new("crash-copy");
-    l.env.push(("DEVAMI_FS", "copy".into()));
+fn sigkill_inside_a_long_local_commit_or_a_launch_keeps_every_id() {
+    let l = Local::new("crash-commit");
     let bp = l.bp();
     l.ok("launch_devinstance");
-    let first_instance = current(&strict_state(&bp));
-    // 256 MiB of files in the instance: a snapshot and a launch from it take a while to copy.
-    l.ok("exec head -c 268435456 /dev/urandom > big.bin");
+    // 512 MiB written outside /home: the commit takes seconds.
+    l.ok(r#"exec "head -c 536870912 /dev/urandom | sudo tee /opt/big.bin > /dev/null""#);
 
-    // A snapshot, the shell killed while the image is pending and the builder copies.
+    // A commit, the shell killed while the image is pending and the builder commits.
     let images_before = l.home_images();
     let new_pending_image = |l: &Local| {
         l.home_images()
             .into_iter()
             .find(|(id, _, st)| st == "pending" && !images_before.iter().any(|(b, _, _)| b == id))
     };
-    let copying =
-        |l: &Local| tmp_layers(l).iter().any(|n| l.home().join("layers").join(n).join("big.bin").exists());
-    let mut shell = l.spawn("create_devami copy-img-1");
-    let (image, _, _) = wait_for("the snapshot to be copying", Duration::from_secs(60), || {
+    let mut shell = l.spawn("create_devami commit-img-1");
+    let (image, _, _) = wait_for("the commit to be under way", Duration::from_secs(60), || {
         shell.assert_running();
-        new_pending_image(&l).filter(|_| copying(&l))
+        let found = new_pending_image(&l)?;
+        // Recorded by the shell, which then waits.
+        std::fs::read_to_string(bp.join(".devami/state.json")).ok()?.contains(&found.0).then_some(found)
     });
     shell.sigkill();
     let st = strict_state(&bp);
@@ -1216,13 +1200,10 @@ fn sigkill_inside_a_slow_local_snapshot_or_launch_keeps_every_id() {
     let record = record.unwrap_or_else(|| panic!("image {image} is not in state.json: {st:#}"));
     assert_eq!(record["last_state"], "pending", "{st:#}");
     assert_eq!(st["instance_saved"], true, "{st:#}");
-    // The next shell shows it; `sweep` finds it tracked.
     let out = l.ok("history; sweep");
     let sweep = &out[out.find("devami> sweep").unwrap()..];
     assert!(row_of(sweep, &image).iter().any(|c| c == "tracked"), "{sweep}");
-    row_of(&out[..out.find("devami> sweep").unwrap()], &image);
-    // The builder finishes the copy: the image becomes available, the partial copy becomes its layer.
-    wait_for("the image to be available", Duration::from_secs(120), || {
+    wait_for("the image to be available", Duration::from_secs(180), || {
         let st = l.home_image(&image)["state"].as_str().unwrap_or_default().to_string();
         assert!(
             matches!(st.as_str(), "pending" | "available"),
@@ -1233,105 +1214,59 @@ fn sigkill_inside_a_slow_local_snapshot_or_launch_keeps_every_id() {
     });
     let out = l.ok("history");
     let row = row_of(&out, &image);
-    assert_eq!((row[1].as_str(), row[2].as_str()), ("available", "copy-img-1"), "{row:?}");
+    assert_eq!((row[1].as_str(), row[2].as_str()), ("available", "commit-img-1"), "{row:?}");
     assert_ne!(row[3], "-", "{row:?}");
-    assert_eq!(tmp_layers(&l), Vec::<String>::new());
 
-    // A snapshot whose builder is killed too: the image fails, naming it, and its partial copy goes.
+    // A commit whose builder is killed too: the image fails, naming it.
     let images_before = l.home_images();
-    let mut shell = l.spawn("create_devami copy-img-2");
+    let mut shell = l.spawn("create_devami commit-img-2");
     let shell_pid = shell.pid();
-    let (doomed, builder) = wait_for("the builder to be copying", Duration::from_secs(60), || {
+    let (doomed, builder) = wait_for("the builder to be committing", Duration::from_secs(60), || {
         shell.assert_running();
         let (id, _, _) = l
             .home_images()
             .into_iter()
             .find(|(id, _, st)| st == "pending" && !images_before.iter().any(|(b, _, _)| b == id))?;
         let builder = builder_of(&l.home_image(&id), shell_pid)?;
-        copying(&l).then_some((id, builder))
+        Some((id, builder))
     });
     shell.sigkill();
     kill_builder(builder);
-    assert!(!tmp_layers(&l).is_empty(), "the killed builder left no partial copy");
     let out = l.ok("history");
     let row = row_of(&out, &doomed);
-    assert_eq!((row[1].as_str(), row[2].as_str()), ("failed", "copy-img-2"), "{row:?}");
+    assert_eq!((row[1].as_str(), row[2].as_str()), ("failed", "commit-img-2"), "{row:?}");
     let doc = l.home_image(&doomed);
     let reason = doc["state_reason"].as_str().unwrap_or_default();
     assert!(reason.contains(&format!("process {builder} ended")), "{doc:#}");
-    assert_eq!(tmp_layers(&l), Vec::<String>::new(), "the killed builder's partial copy stays");
     l.ok_yes(&format!("sweep --deregister {doomed}"));
     assert_eq!(l.home_image(&doomed)["state"], "deregistered");
-
-    // A launch from the good image, the shell killed while the builder copies its files.
-    l.ok("terminate_devinstance --force");
-    let copying_into =
-        |l: &Local, id: &str| l.home().join("instances").join(id).join(".root.tmp/big.bin").exists();
-    let launch = format!("launch_devinstance {image}");
-    let instances_before = l.home_instances();
-    let new_pending_instance = |l: &Local| {
-        l.home_instances()
-            .into_iter()
-            .find(|(id, st)| st == "pending" && !instances_before.iter().any(|(b, _)| b == id))
-            .map(|(id, _)| id)
-    };
-    let mut shell = l.spawn(&launch);
-    let instance = wait_for("the launch to be copying", Duration::from_secs(60), || {
-        shell.assert_running();
-        new_pending_instance(&l).filter(|id| copying_into(&l, id))
-    });
-    shell.sigkill();
-    let st = strict_state(&bp);
-    assert_eq!(current(&st), instance, "{st:#}");
-    assert_eq!(instance_record(&st, &instance)["last_state"], "pending", "{st:#}");
-    // The next shell knows it; one development instance per blueprint holds while it is pending.
-    let out = l.ok("status; check_clear");
-    assert!(out.contains(&instance) && !out.contains(&first_instance), "{out}");
-    assert!(
-        out.contains(&format!("Instance {instance} is pending, not safe to deploy another.\nFalse")),
-        "{out}"
-    );
-    wait_for("the instance to be running", Duration::from_secs(120), || {
-        let st = l.home_instance(&instance)["state"].as_str().unwrap_or_default().to_string();
-        assert!(matches!(st.as_str(), "pending" | "running"), "instance {instance} is {st}");
-        (st == "running").then_some(())
-    });
-    let out = l.ok("get_instance_state; exec wc -c < big.bin");
-    assert!(out.contains("running (code 16)") && out.contains("268435456"), "{out}");
     l.ok("terminate_devinstance --force");
 
-    // A launch whose builder is killed too: the instance is terminated, naming it, and its
-    // partial copy goes.
-    let instances_before = l.home_instances();
-    let mut shell = l.spawn(&launch);
-    let shell_pid = shell.pid();
-    let (doomed, builder) = wait_for("the builder to be copying", Duration::from_secs(60), || {
-        shell.assert_running();
-        let (id, _) = l
-            .home_instances()
-            .into_iter()
-            .find(|(id, st)| st == "pending" && !instances_before.iter().any(|(b, _)| b == id))?;
-        let builder = builder_of(&l.home_instance(&id), shell_pid)?;
-        copying_into(&l, &id).then_some((id, builder))
-    });
-    shell.sigkill();
-    kill_builder(builder);
-    let out = l.ok("check_clear; get_instance_state");
-    assert!(
-        out.contains(&format!("Instance {doomed} exists, but is not active, safe to deploy\nTrue")),
-        "{out}"
-    );
-    assert!(out.contains("terminated (code 48)"), "{out}");
-    let doc = l.home_instance(&doomed);
-    assert_eq!(doc["state"], "terminated", "{doc:#}");
-    assert!(
-        doc["state_reason"].as_str().unwrap_or_default().contains(&format!("process {builder} ended")),
-        "{doc:#}"
-    );
-    let left: Vec<String> = files_under(&l.home().join("instances").join(&doomed))
-        .into_iter()
-        .filter(|f| f != "instance.json" && !f.starts_with(".fs.lock"))
-        .collect();
-    assert_eq!(left, Vec::<String>::new(), "the terminated instance's folder keeps files");
-    assert_eq!(unexpected_in_session(&bp), Vec::<String>::new());
+    // Launches killed at moments from the request to the answer: every container the engine
+    // holds for the home is known to the next shell.
+    // A launch takes a fraction of a second: the kills aim at its start, middle and end (one that
+    // comes after the end kills nothing, and the check holds all the same).
+    let mut killed = 0;
+    for delay_ms in [0u64, 10, 25, 50, 100, 200] {
+        let mut shell = l.spawn(&format!("launch_devinstance {image}"));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if shell.running() {
+            shell.sigkill();
+            killed += 1;
+        }
+        let out = l.ok("status; sweep");
+        for id in engine_instances(&l.home()) {
+            assert!(out.contains(&id), "the engine holds {id}, which the next shell does not show:\n{out}");
+        }
+        let _ = strict_state(&bp);
+        assert_eq!(unexpected_in_session(&bp), Vec::<String>::new());
+        for id in engine_instances(&l.home()) {
+            l.ok_yes(&format!("sweep --terminate {id}"));
+        }
+        if strict_state(&bp)["instance"].is_string() {
+            l.ok_yes("forget");
+        }
+    }
+    assert!(killed >= 3, "only {killed} launches were still running when killed");
+    assert_eq!(engine_instances(&l.home()), Vec::<String>::new(), "containers left in the engine");
 }

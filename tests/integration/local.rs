@@ -378,7 +378,7 @@ impl Registry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start docker-registry (apt-get install docker-registry)");
-        let url = format!("{address}");
+        let url = address.clone();
         poll_until("the registry to answer", Duration::from_secs(20), Duration::from_millis(50), || {
             std::net::TcpStream::connect(&url).is_ok()
         });

@@ -269,7 +269,7 @@ impl Engine {
 
     /// An image by id or reference; `None` when the engine does not have it.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, LocalError> {
-        match self.docker.inspect_image(reference).await {
+        match self.docker.inspect_image(&by_id(reference)).await {
             Ok(i) => Ok(Some(ImageInfo {
                 id: i.id.unwrap_or_default(),
                 size: i.size.map(|s| s.max(0) as u64).unwrap_or(0),
@@ -413,7 +413,7 @@ impl Engine {
     /// Removes an image; `Ok(false)` when a container still uses it.
     pub async fn remove_image(&self, image: &str) -> Result<bool, LocalError> {
         let opts = q::RemoveImageOptionsBuilder::default().force(false).noprune(false).build();
-        match self.docker.remove_image(image, Some(opts), None).await {
+        match self.docker.remove_image(&by_id(image), Some(opts), None).await {
             Ok(_) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
@@ -459,7 +459,7 @@ impl Engine {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
+            image: Some(by_id(&spec.image)),
             cmd: Some(vec!["sleep".into(), "infinity".into()]),
             hostname: Some(spec.hostname.clone()),
             labels: Some(spec.labels.clone()),
@@ -638,6 +638,16 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// An image id as every engine takes it: a bare 64-digit id gets its `sha256:` (Podman's
+/// Docker-compatible API refuses a bare one as a name).
+fn by_id(reference: &str) -> String {
+    if reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("sha256:{reference}")
+    } else {
+        reference.to_string()
     }
 }
 

@@ -210,28 +210,30 @@ pub async fn resolve(
         progress(&format!("pulling {source} for `{alias}`"));
         engine.pull(source, &mut |line| progress(&format!("  {line}"))).await?;
     }
-    let meta = make_base(home, engine, source, image_name, Some(alias)).await?;
+    let meta = make_base(home, engine, source, source, image_name, Some(alias)).await?;
     Ok(Some(meta))
 }
 
-/// Makes an AMI-like base of engine image `source`: a container runs [`PROVISION`] as root and
-/// is committed; the document is `available` when it returns.
+/// Makes an AMI-like base of engine image `source` (recorded as coming from `origin`): a
+/// container runs [`PROVISION`] as root and is committed; the document is `available` when it
+/// returns.
 async fn make_base(
     home: &Home,
     engine: &Engine,
     source: &str,
+    origin: &str,
     name: &str,
     alias: Option<&str>,
 ) -> Result<ImageMeta, LocalError> {
     let meta = record(home, |id| ImageMeta {
         id,
         name: name.to_string(),
-        description: format!("{source}, with the `ubuntu` user and sudo (devami base)"),
+        description: format!("{origin}, with the `ubuntu` user and sudo (devami base)"),
         state: ImageState::Pending,
         state_reason: None,
         created: clock::now(),
         alias: alias.map(str::to_string),
-        source_ref: Some(source.to_string()),
+        source_ref: Some(origin.to_string()),
         source_instance: None,
         engine_image: None,
         size_bytes: 0,
@@ -341,6 +343,7 @@ pub async fn import(
     progress: Progress<'_>,
 ) -> Result<ImageMeta, LocalError> {
     let alias = as_name.filter(|n| ALIASES.iter().any(|(a, ..)| a == n));
+    progress(&format!("importing {}", file.display()));
     let source = match archive_kind(file)? {
         Archive::Images => {
             let loaded = engine.load_archive(file, progress).await?;
@@ -356,12 +359,12 @@ pub async fn import(
             if std::env::var_os("DEVAMI_TEST_LABEL").is_some() {
                 changes.push("LABEL devami.test=1".into());
             }
-            engine.import_rootfs(file, &reference, &changes, progress).await?
+            engine.import_rootfs(file, &reference, &changes, &mut |_| {}).await?
         }
     };
     let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let name = as_name.map_or_else(|| format!("imported from {file_name}"), |n| n.to_string());
-    let meta = make_base(home, engine, &source, &name, alias).await?;
+    let meta = make_base(home, engine, &source, &format!("{file_name} (imported)"), &name, alias).await?;
     if let Some(a) = alias {
         bind_alias(home, a, &meta.id)?;
     }
@@ -386,7 +389,8 @@ pub fn create(
         source_instance: Some(request.instance_id.clone()),
         engine_image: None,
         size_bytes: 0,
-        builder: Some(Builder::me()),
+        // The builder names itself when it takes the work on (see `describe`).
+        builder: None,
         tags: request.tags.iter().cloned().collect(),
     })?;
     let mut cmd = std::process::Command::new(detach::devami_exe()?);
@@ -458,24 +462,33 @@ async fn commit_pending(home: &Home, engine: &Engine, id: &str) -> Result<(), Lo
     Ok(())
 }
 
-/// The image now: a pending one whose builder died is failed, naming it.
+/// How long a pending image may wait for its builder to take the work on.
+const BUILDER_START_GRACE_SECS: i64 = 60;
+
+/// The image now: a pending one whose builder died (or never started) is failed, naming it.
 pub fn describe(home: &Home, id: &str) -> Result<ImageMeta, LocalError> {
     let meta = read(home, id)?;
-    if meta.state == ImageState::Pending
-        && let Some(b) = meta.builder.clone().filter(|b| !b.alive())
-    {
-        return Ok(update(home, id, |m| {
-            if m.state == ImageState::Pending {
-                m.state = ImageState::Failed;
-                m.state_reason = Some(format!(
-                    "Server.InternalError: the image was interrupted: process {} ended before the commit was done",
-                    b.pid
-                ));
-                m.builder = None;
-            }
-        })?);
+    if meta.state != ImageState::Pending {
+        return Ok(meta);
     }
-    Ok(meta)
+    let why = match &meta.builder {
+        Some(b) if !b.alive() => format!(
+            "Server.InternalError: the image was interrupted: process {} ended before the commit was done",
+            b.pid
+        ),
+        None if clock::now().saturating_sub(meta.created) > BUILDER_START_GRACE_SECS => format!(
+            "Server.InternalError: the image's builder did not start (see `{}`)",
+            home.image_dir(id).join("build.log").display()
+        ),
+        _ => return Ok(meta),
+    };
+    Ok(update(home, id, |m| {
+        if m.state == ImageState::Pending && m.builder == meta.builder {
+            m.state = ImageState::Failed;
+            m.state_reason = Some(why);
+            m.builder = None;
+        }
+    })?)
 }
 
 /// Deregisters an image and removes its engine image (kept while instances still use it, and
