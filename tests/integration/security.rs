@@ -422,8 +422,8 @@ fn aws_exec_quotes_a_home_relative_working_directory() {
     );
 }
 
-/// The local backend never hands the working directory to a shell: `exec` and jobs start in a
-/// folder of that exact name (bubblewrap's `--chdir`, or the process's current directory).
+/// The local backend never hands the working directory to a shell as code: `exec` and jobs get it
+/// as an argument of their own (`cd -- "$1"`) and start in a folder of that exact name.
 #[test]
 fn local_working_directories_reach_no_shell() {
     let s = local_with_instance("localwd");
@@ -443,8 +443,10 @@ fn local_working_directories_reach_no_shell() {
         ),
     );
     edit_blueprint(&dir, |d| {
-        d["Lambda"]["LambdaConfig"]["WORKING_DIRECTORY"] = json!(format!("~/{HOSTILE_DIR}"));
-        d["Lambda"]["LambdaConfig"]["COMMAND"] = json!(r#"pwd > ~/job-wd.txt; true "{}" "{}" "{}" "{}""#);
+        // Absolute: jobs run as root, whose `~` is not the developer's home.
+        d["Lambda"]["LambdaConfig"]["WORKING_DIRECTORY"] = json!(format!("/home/ubuntu/{HOSTILE_DIR}"));
+        d["Lambda"]["LambdaConfig"]["COMMAND"] =
+            json!(r#"pwd > /home/ubuntu/job-wd.txt; true "{}" "{}" "{}" "{}""#);
         d["Lambda"]["LambdaConfig"]["SSM_TIMEOUT"] = json!(60);
     });
     let out = ok_script(
@@ -453,10 +455,7 @@ fn local_working_directories_reach_no_shell() {
         "exec pwd\nsubmit_job submit.json\njob_status --wait\nexec cat ~/job-wd.txt\n",
     );
     let expected = format!("/home/ubuntu/{HOSTILE_DIR}");
-    let sandboxed = !out.contains("no sandbox");
-    if sandboxed {
-        assert_eq!(out.lines().filter(|l| *l == expected).count(), 2, "exec and the job start there:\n{out}");
-    }
+    assert_eq!(out.lines().filter(|l| *l == expected).count(), 2, "exec and the job start there:\n{out}");
     assert!(out.contains("Success"), "{out}");
     assert_no_canary(s.path(), "a hostile local WORKING_DIRECTORY");
     ok_script(&s, "localwd", "terminate_devinstance --force\n");
@@ -476,7 +475,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 port = int(sys.argv[1]); cases = json.loads(sys.argv[2])
-creds = Credentials("devami-local", "devami-local-secret")
+creds = Credentials(sys.argv[3], sys.argv[4])
 out = []
 for c in cases:
     method, path = c["method"], c["path"]
@@ -506,6 +505,15 @@ print(json.dumps(out))
 struct Endpoint {
     s: Scratch,
     port: u16,
+    /// The home's key pair (random per home).
+    keys: (String, String),
+}
+
+/// The key pair of a home's S3 endpoint (`run/s3-keys.json`).
+fn endpoint_keys(home: &Path) -> (String, String) {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("run/s3-keys.json")).unwrap()).unwrap();
+    (doc["access_key"].as_str().unwrap().to_string(), doc["secret_key"].as_str().unwrap().to_string())
 }
 
 const SECRET: &str = "BRAVO-SECRET-CONTENT";
@@ -523,7 +531,8 @@ impl Endpoint {
         std::fs::write(home.join("buckets/bravo/secret.txt"), SECRET).unwrap();
         std::fs::write(home.join("outside.txt"), OUTSIDE).unwrap();
         std::fs::write(s.path().join("outside.txt"), OUTSIDE).unwrap();
-        Endpoint { s, port }
+        let keys = endpoint_keys(&home);
+        Endpoint { s, port, keys }
     }
 
     fn home(&self) -> PathBuf {
@@ -536,6 +545,8 @@ impl Endpoint {
             .arg(RAW_S3)
             .arg(self.port.to_string())
             .arg(cases.to_string())
+            .arg(&self.keys.0)
+            .arg(&self.keys.1)
             .output()
             .unwrap();
         assert!(out.status.success(), "the raw S3 client failed:\n{}", all(&out));
@@ -641,8 +652,8 @@ fn the_local_endpoint_keeps_every_key_inside_its_bucket() {
             .args(["--endpoint-url", &format!("http://127.0.0.1:{}", e.port)])
             .args(args)
             .current_dir(e.s.path())
-            .env("AWS_ACCESS_KEY_ID", "devami-local")
-            .env("AWS_SECRET_ACCESS_KEY", "devami-local-secret")
+            .env("AWS_ACCESS_KEY_ID", &e.keys.0)
+            .env("AWS_SECRET_ACCESS_KEY", &e.keys.1)
             .env("AWS_DEFAULT_REGION", REGION)
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
@@ -1188,14 +1199,15 @@ fn image_names_follow_the_ami_rules_at_the_boundaries() {
 }
 
 // =====================================================================================
-// 6. The local sandbox
+// 6. The local instance's walls
 // =====================================================================================
 
-/// With the developer's home under `/home` (the usual layout), a process of the instance sees
-/// none of it: not `~/.aws`, not `~/.ssh`, not the blueprint folder, not the devami home (except
-/// the instance's own folder); and none of the developer's AWS variables.
+/// With the developer's home under `/home` (the usual layout), a process of the instance (an
+/// `exec` as `ubuntu`, a job as root) sees none of it: not `~/.aws`, not `~/.ssh`, not the devami
+/// home; the blueprint folder is there read-only (`$DEVAMI_BLUEPRINT`), and none of the
+/// developer's AWS variables or processes are.
 #[test]
-fn the_sandbox_hides_the_developers_home_and_credentials() {
+fn the_instance_hides_the_developers_home_and_credentials() {
     // CI runs as root on a machine with /home; a machine where this fails fails the test.
     let dir = tempfile::Builder::new()
         .prefix("devami-security-")
@@ -1220,22 +1232,20 @@ fn the_sandbox_hides_the_developers_home_and_credentials() {
     );
     let probe = format!(
         "cat {h}/.aws/credentials {h}/.ssh/id_ed25519 2>/dev/null || echo HOME-HIDDEN; \
-         touch {bp}/pwned-from-instance 2>/dev/null || echo BLUEPRINT-HIDDEN; \
+         touch {bp}/pwned-from-instance 2>/dev/null || echo BLUEPRINT-READ-ONLY; \
          ls {h}/.devami-home 2>/dev/null || echo DEVAMI-HOME-HIDDEN; \
          echo HOME-LIST $(ls -A /home); env; \
          for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -q {secret} && echo ENVIRON-LEAK $p; done; \
-         umount -l /home 2>/dev/null && echo HOME-UNMOUNTED; \
-         grep -qs {secret} {h}/.aws/credentials && echo HOME-REVEALED; true",
+         ps -e -o args= | grep -q '[_]_s3d' && echo HOST-PROCESSES; true",
         h = dev_home.display(),
         bp = bp.display(),
         secret = CANARY_SECRET,
     );
     edit_blueprint(&bp, |d| {
-        d["Lambda"]["LambdaConfig"]["COMMAND"] = json!(r#"bash ~/probe.sh; true "{}" "{}" "{}" "{}""#);
+        d["Lambda"]["LambdaConfig"]["COMMAND"] =
+            json!(r#"bash /home/ubuntu/probe.sh; true "{}" "{}" "{}" "{}""#);
         d["Lambda"]["LambdaConfig"]["SSM_TIMEOUT"] = json!(60);
     });
-    // `$DEVAMI_BLUEPRINT` is hidden too (see `exec_sees_the_blueprint_folder_under_home`): the
-    // probe goes in through the command line.
     let hex: String = probe.bytes().map(|b| format!("{b:02x}")).collect();
     let lines = format!(
         "launch_devinstance ubuntu22\n\
@@ -1255,45 +1265,34 @@ fn the_sandbox_hides_the_developers_home_and_credentials() {
     let out = child.wait_with_output().unwrap();
     let t = all(&out);
     assert!(out.status.success(), "{t}");
-    // CI installs bubblewrap (tests/run.sh): a machine without a working sandbox fails here.
-    assert!(!t.contains("no sandbox ("), "bubblewrap does not work here:\n{t}");
     // Both the `exec` and the job.
-    for marker in ["HOME-HIDDEN", "BLUEPRINT-HIDDEN", "DEVAMI-HOME-HIDDEN"] {
+    for marker in ["HOME-HIDDEN", "BLUEPRINT-READ-ONLY", "DEVAMI-HOME-HIDDEN"] {
         assert_eq!(t.lines().filter(|l| *l == marker).count(), 2, "{marker}:\n{t}");
     }
-    // The job sees only the instance under /home; `exec` also sees the blueprint folder (read
-    // only, for `$DEVAMI_BLUEPRINT`), hence its first component under /home.
+    // /home inside holds the instance's own home and the way to the blueprint folder (bound
+    // read-only at its own path), nothing else of the machine's.
     let top = dev_home
         .strip_prefix("/home")
         .ok()
         .and_then(|p| p.components().next())
         .map(|c| c.as_os_str().to_string_lossy().into_owned());
     let top = top.expect("the developer's home is under /home");
-    for marker in ["HOME-LIST .devami ubuntu".to_string(), format!("HOME-LIST .devami {top} ubuntu")] {
-        assert_eq!(t.lines().filter(|l| **l == *marker).count(), 1, "{marker}:\n{t}");
-    }
-    // Finding 5 (fixed), as root: bubblewrap keeps a privileged caller's capabilities, and
-    // src/sandbox.rs dropped only CAP_SYS_BOOT, so a root job could read devami's own
-    // environment in /proc (the shell, the S3 daemon and the job supervisors held the
-    // developer's AWS variables) and unmount the tmpfs that hides /home.
-    let leaks: Vec<&str> = t
-        .lines()
-        .filter(|l| l.starts_with("ENVIRON-LEAK") || *l == "HOME-UNMOUNTED" || *l == "HOME-REVEALED")
-        .collect();
-    assert!(leaks.is_empty(), "the sandbox leaks (running as uid {}): {leaks:?}\n{t}", unsafe {
-        libc::geteuid()
-    });
+    let marker = format!("HOME-LIST {top} ubuntu");
+    assert_eq!(t.lines().filter(|l| **l == *marker).count(), 2, "{marker}:\n{t}");
+    let leaks: Vec<&str> =
+        t.lines().filter(|l| l.starts_with("ENVIRON-LEAK") || *l == "HOST-PROCESSES").collect();
+    assert!(leaks.is_empty(), "the instance sees the machine's processes: {leaks:?}\n{t}");
     for c in CANARIES.iter().chain(&["canary-profile"]) {
         assert!(!t.contains(c), "{c} reached the instance:\n{t}");
     }
     assert!(!bp.join("pwned-from-instance").exists());
 }
 
-/// What the sandbox does not do (docs/SECURITY.md, "not defended"): outside `/home` the machine's
-/// files are the instance's, read-write; the network is the host's; and the instance's own folder,
-/// with its document, is writable from inside.
+/// What the container does not do (docs/SECURITY.md, "not defended"): the network is the host's,
+/// so an instance reaches every service of the machine on loopback. Its files are its own: a
+/// path of the machine is not there to write to.
 #[test]
-fn the_sandbox_does_not_wall_off_the_rest_of_the_machine() {
+fn the_instance_shares_the_machines_network_but_not_its_files() {
     let s = local_with_instance("open");
     let outside = s.path().join("outside-home");
     std::fs::create_dir_all(&outside).unwrap();
@@ -1305,30 +1304,28 @@ fn the_sandbox_does_not_wall_off_the_rest_of_the_machine() {
         conn.read_to_string(&mut got).unwrap();
         got
     });
-    let out = ok_script(
+    let out = script(
         &s,
         "open",
         &format!(
-            "exec echo written > {o}/by-instance && echo WROTE-OUTSIDE\n\
-             exec echo hello-from-instance > /dev/tcp/127.0.0.1/{port} && echo CONNECTED\n\
-             exec test -w /home/.devami/instance/instance.json && echo INSTANCE-DOC-WRITABLE\n",
+            "exec echo hello-from-instance > /dev/tcp/127.0.0.1/{port} && echo CONNECTED\n\
+             exec sudo sh -c 'mkdir -p {o} && echo written > {o}/by-instance' && echo WROTE-INSIDE\n",
             o = outside.display()
         ),
     );
-    assert!(!out.contains("no sandbox ("), "bubblewrap does not work here:\n{out}");
-    assert!(out.contains("WROTE-OUTSIDE") && outside.join("by-instance").is_file(), "{out}");
-    assert!(out.contains("CONNECTED"), "{out}");
+    let t = all(&out);
+    assert!(t.contains("CONNECTED"), "{t}");
     assert_eq!(server.join().unwrap().trim(), "hello-from-instance");
-    assert!(out.contains("INSTANCE-DOC-WRITABLE"), "{out}");
+    assert!(t.contains("WROTE-INSIDE"), "{t}");
+    assert!(!outside.join("by-instance").exists(), "a write inside the instance reached the machine");
     ok_script(&s, "open", "terminate_devinstance --force\n");
 }
 
-/// Finding 4 (functional, found while testing the sandbox; fixed): `exec` and `ssh` set
+/// Finding 4 (functional; fixed, and kept by the container model): `exec` and `ssh` set
 /// `$DEVAMI_BLUEPRINT` so that the blueprint's files can be copied in (the tutorials'
-/// `exec cp -r "$DEVAMI_BLUEPRINT/analysis/word-stats" ~/`), but bubblewrap hides all of `/home`,
-/// so with the blueprint under `/home` (a developer's usual layout) the folder does not exist
-/// inside the instance. A read-only bind of the blueprint folder for `exec` and `ssh` only
-/// (`--ro-bind DIR DIR`) would keep the hiding for jobs and make the variable true.
+/// `exec cp -r "$DEVAMI_BLUEPRINT/analysis/word-stats" ~/`), so the folder must exist inside the
+/// instance even under `/home`, where the instance has a home of its own: the container binds it
+/// read-only at its own path.
 #[test]
 fn exec_sees_the_blueprint_folder_under_home() {
     // CI runs as root on a machine with /home; a machine where this fails fails the test.
@@ -1346,7 +1343,6 @@ fn exec_sees_the_blueprint_folder_under_home() {
     );
     let _ = script(&s, "underhome", "terminate_devinstance --force\n");
     let t = all(&out);
-    assert!(!t.contains("no sandbox ("), "bubblewrap does not work here:\n{t}");
     assert!(
         out.status.success() && t.contains("COPIED"),
         "the blueprint folder `{}` ($DEVAMI_BLUEPRINT) is not visible to `exec`:\n{t}",
