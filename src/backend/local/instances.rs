@@ -313,6 +313,18 @@ async fn finish_abandoned_launch(
 /// Stops an instance now (a user's stop, lifetime expiry, `shutdown` inside), ending its jobs
 /// and every process in it. Does nothing unless it is pending or running.
 pub async fn force_stop(home: &Home, engine: &Engine, id: &str, reason: &str) -> Result<(), LocalError> {
+    force_stop_sparing(home, engine, id, reason, None).await
+}
+
+/// [`force_stop`], leaving the document of job `sparing` to its supervisor (the job whose
+/// `shutdown` stops the instance once it has ended, and records its own end after the stop).
+pub async fn force_stop_sparing(
+    home: &Home,
+    engine: &Engine,
+    id: &str,
+    reason: &str,
+    sparing: Option<&str>,
+) -> Result<(), LocalError> {
     let meta = read(home, id)?;
     if !matches!(meta.state, InstanceState::Pending | InstanceState::Running) {
         return Ok(());
@@ -321,7 +333,14 @@ pub async fn force_stop(home: &Home, engine: &Engine, id: &str, reason: &str) ->
         m.state = InstanceState::Stopping;
         m.state_reason = Some(reason.to_string());
     })?;
-    super::jobs::cancel_instance_jobs(home, engine, id, &format!("instance stopped: {reason}")).await?;
+    super::jobs::cancel_instance_jobs_sparing(
+        home,
+        engine,
+        id,
+        &format!("instance stopped: {reason}"),
+        sparing,
+    )
+    .await?;
     if let Some(c) = &meta.container {
         engine.stop(c, STOP_GRACE).await?;
     }

@@ -517,8 +517,24 @@ async fn run(home: &Home, engine: &Engine, meta: &JobMeta) -> Result<()> {
                 }
                 c => (JobState::Failed, Some(c as i32)),
             };
+            // A `shutdown` the job asked for stops the instance before the job is reported
+            // ended: whoever waits for the job then finds the instance stopped.
+            let req = take_stop_request(home, iid);
+            if req.as_ref().is_some_and(|r| r.action != "reboot") {
+                if let Err(e) = instances::force_stop_sparing(
+                    home,
+                    engine,
+                    iid,
+                    "shutdown requested by the job",
+                    Some(id),
+                )
+                .await
+                {
+                    eprintln!("could not stop instance {iid} (shutdown requested by the job): {e}");
+                }
+            }
             finish_with(home, id, state, code, detail)?;
-            if let Some(req) = take_stop_request(home, iid) {
+            if let Some(req) = req.filter(|r| r.action == "reboot") {
                 act_on_stop_request(home, engine, iid, &req).await;
             }
             return Ok(());
@@ -746,13 +762,24 @@ pub async fn cancel_instance_jobs(
     instance_id: &str,
     detail: &str,
 ) -> std::result::Result<usize, LocalError> {
+    cancel_instance_jobs_sparing(home, engine, instance_id, detail, None).await
+}
+
+/// [`cancel_instance_jobs`], leaving job `sparing` alone.
+pub async fn cancel_instance_jobs_sparing(
+    home: &Home,
+    engine: &Engine,
+    instance_id: &str,
+    detail: &str,
+    sparing: Option<&str>,
+) -> std::result::Result<usize, LocalError> {
     check_name("instance id", instance_id)?;
     let mut ended = Vec::new();
     {
         let _lock = home.lock()?;
         for id in home.list("commands")? {
             let Ok(mut meta) = read_job(home, &id) else { continue };
-            if meta.instance_id != instance_id || meta.state.is_final() {
+            if meta.instance_id != instance_id || meta.state.is_final() || sparing == Some(id.as_str()) {
                 continue;
             }
             meta.state = JobState::Failed;
