@@ -282,8 +282,16 @@ impl DevAmi {
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let journal = match Journal::open(&path) {
             Err(_) if a.bool("init").unwrap_or(false) => {
-                self.console.print(&format!("creating a git repository in `{}`", dir.display()));
+                self.console.print(&format!("git repository: created in `{}`", dir.display()));
                 Journal::init(&dir, &path)?
+            }
+            Ok(journal) if a.bool("init").unwrap_or(false) => {
+                // `--init` inside a checkout: the blueprint is already under git, in that one.
+                let tree = journal.work_tree().map(|t| t.display().to_string()).unwrap_or_default();
+                let tree = tree.trim_end_matches('/');
+                self.console
+                    .print(&format!("git repository: the one at `{tree}`, which holds the blueprint folder"));
+                journal
             }
             other => other?,
         };

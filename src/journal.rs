@@ -99,6 +99,11 @@ impl Journal {
     }
 
     /// The current HEAD commit, if any.
+    /// The repository's work tree (the folder that holds `.git`).
+    pub fn work_tree(&self) -> Option<&Path> {
+        self.repo.workdir()
+    }
+
     pub fn head(&self) -> Option<Oid> {
         self.repo.head().ok().and_then(|h| h.target())
     }

@@ -637,7 +637,7 @@ fn outside_a_repository_it_refuses_with_the_init_hint_and_changes_nothing() {
     assert_eq!(
         output_lines(&out),
         [
-            format!("creating a git repository in `{}`", lab.arg),
+            format!("git repository: created in `{}`", lab.arg),
             format!("old commit has hash: {}", git(&lab.bp, &["rev-parse", "HEAD~1"]).trim()),
             format!("Blueprint updated with ami {image}"),
             format!("new commit has hash: {}", head(&lab.bp)),

@@ -172,3 +172,26 @@ fn command_reference_is_generated_from_the_table() {
         );
     }
 }
+
+/// A tutorial replays wherever a user runs it: here in a folder that is itself a git checkout
+/// (its `update_blueprint --init` then commits in that repository instead of making one).
+#[test]
+fn the_first_image_tutorial_replays_inside_a_git_checkout() {
+    let s = Scratch::new().with_blueprints();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(s.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", all(&out));
+    };
+    git(&["init", "-q", "."]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "a checkout holding the blueprints"]);
+    let page = root().join("docs/tutorials/first-image.md");
+    let out = s.run(&["run", "--check", &page.display().to_string()]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(crate::support::text(&out.stdout).contains("git repository: the one at"), "{}", all(&out));
+}

@@ -520,8 +520,8 @@ async fn run(home: &Home, engine: &Engine, meta: &JobMeta) -> Result<()> {
             // A `shutdown` the job asked for stops the instance before the job is reported
             // ended: whoever waits for the job then finds the instance stopped.
             let req = take_stop_request(home, iid);
-            if req.as_ref().is_some_and(|r| r.action != "reboot") {
-                if let Err(e) = instances::force_stop_sparing(
+            if req.as_ref().is_some_and(|r| r.action != "reboot")
+                && let Err(e) = instances::force_stop_sparing(
                     home,
                     engine,
                     iid,
@@ -529,9 +529,8 @@ async fn run(home: &Home, engine: &Engine, meta: &JobMeta) -> Result<()> {
                     Some(id),
                 )
                 .await
-                {
-                    eprintln!("could not stop instance {iid} (shutdown requested by the job): {e}");
-                }
+            {
+                eprintln!("could not stop instance {iid} (shutdown requested by the job): {e}");
             }
             finish_with(home, id, state, code, detail)?;
             if let Some(req) = req.filter(|r| r.action == "reboot") {
