@@ -49,6 +49,8 @@ cleanup_engine() {
     for _ in 1 2 3; do podman rmi -f $(podman images -q --filter "label=devami.home=$l") >/dev/null 2>&1 || true; done
   done
   podman rmi -f localhost/devami-bench/base >/dev/null 2>&1 || true
+  # The Podman services devami started for this run's homes (they would exit when idle).
+  pkill -f "podman system service .*$work" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup_engine EXIT

@@ -418,3 +418,92 @@ fn an_alias_is_pulled_from_a_registry_with_progress() {
     // The pulled image is the tests' to remove (the engine keeps what it pulled).
     let _ = std::process::Command::new("podman").args(["--url", &host, "rmi", &reference]).output();
 }
+
+/// The tarball tests/run.sh built the base image from (`DEVAMI_TEST_ROOTFS`).
+fn test_rootfs() -> String {
+    std::env::var("DEVAMI_TEST_ROOTFS")
+        .expect("DEVAMI_TEST_ROOTFS is not set: run the tests with `bash tests/run.sh`")
+}
+
+#[test]
+fn import_image_takes_a_root_filesystem_or_an_image_archive_without_a_registry() {
+    let s = Scratch::new();
+    blueprint(&s, "imp", "true {} {} {} {}", 600);
+    // A root-filesystem tarball, bound to an alias of this home.
+    let out =
+        s.cmd(&["imp", "-c", &format!("import_image {} --as ubuntu24", test_rootfs())]).output().unwrap();
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(text(&out.stdout).contains("`ubuntu24` resolves to it from now on"), "{}", all(&out));
+    let launched =
+        s.cmd(&["imp", "-c", "launch ubuntu24"]).env_remove("DEVAMI_IMAGE_UBUNTU24").output().unwrap();
+    assert!(launched.status.success(), "{}", all(&launched));
+    assert!(
+        text(&launched.stdout).contains("(imported)"),
+        "ubuntu24 did not resolve to the import: {}",
+        all(&launched)
+    );
+    let who = ok(&s, "imp", r#"exec "sudo id -u; cat /etc/debian_version""#);
+    assert!(who.contains("\n0\n") && who.contains("12."), "{who}");
+    ok(&s, "imp", "terminate --force");
+    // A `docker save` archive of an image (here the tests' base, saved by the engine's CLI).
+    let archive = s.path().join("base-archive.tar");
+    let host =
+        std::env::var("DOCKER_HOST").expect("DOCKER_HOST is not set: run the tests with `bash tests/run.sh`");
+    let saved = std::process::Command::new("podman")
+        .args(["--url", &host, "save", "--format", "docker-archive", "-o"])
+        .arg(&archive)
+        .arg(crate::support::base_image())
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "podman save: {}", all(&saved));
+    let out = ok(&s, "imp", &format!("import_image {} --as archived-base", archive.display()));
+    let ami = image_id(&out);
+    ok(&s, "imp", &format!("launch {ami}"));
+    let release = ok(&s, "imp", "exec cat /etc/os-release");
+    assert!(release.contains("Debian GNU/Linux 12"), "{release}");
+    ok(&s, "imp", "terminate --force");
+    // Neither a file that is no image nor a missing file gets anywhere.
+    s.write("not-an-image.tar", "plain text\n");
+    let bad = run(&s, "imp", "import_image not-an-image.tar");
+    assert_eq!(bad.status.code(), Some(1), "{}", all(&bad));
+    let missing = run(&s, "imp", "import_image no-such-file.tar");
+    assert_eq!(missing.status.code(), Some(1), "{}", all(&missing));
+    assert!(text(&missing.stderr).contains("is not a file"), "{}", all(&missing));
+}
+
+#[test]
+fn without_docker_host_devami_starts_its_own_podman_service_and_reuses_it() {
+    let s = Scratch::new();
+    blueprint(&s, "own", "true {} {} {} {}", 600);
+    let own = |cmds: &str| {
+        let out = s.cmd(&["own", "-c", cmds]).env_remove("DOCKER_HOST").output().unwrap();
+        assert!(out.status.success(), "{cmds}: {}", all(&out));
+        text(&out.stdout)
+    };
+    let sock = s.home().join("engine/podman.sock");
+    let first = own("status");
+    assert!(first.contains(&format!("at unix://{}", sock.display())), "{first}");
+    let service = |sock: &Path| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&sock.display().to_string()))
+            })
+            .collect()
+    };
+    let pids = service(&sock);
+    assert_eq!(pids.len(), 1, "one service for the home: {pids:?}");
+    // The next process finds it answering and starts no other.
+    own("status");
+    assert_eq!(service(&sock), pids, "a second service was started");
+    let conf = std::fs::read_to_string(s.home().join("engine/containers.conf")).unwrap();
+    assert!(conf.contains("default_ulimits"), "{conf}");
+    // The test's own service goes with it (as it would after its idle time).
+    for pid in pids {
+        // SAFETY: plain system call on the service this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+}
