@@ -99,6 +99,8 @@ engine_image=$(python3 -c "import json,os;print(json.load(open(os.environ['DEVAM
 t2=$(date +%s.%N); "$bin" snap-b -c "launch $image" >/dev/null; t3=$(date +%s.%N)
 "$bin" snap-b -c 'exec test -f /opt/tree/f09999' >/dev/null
 t4=$(date +%s.%N); podman commit --pause=false "devami-$inst" localhost/devami-bench/commit >/dev/null; t5=$(date +%s.%N)
+# The same engine configuration as the Podman service devami started (runc, ulimits).
+export CONTAINERS_CONF="$DEVAMI_HOME/engine/containers.conf"
 t6=$(date +%s.%N); podman run -d --init --network host "$engine_image" sleep infinity > run-d.id; t7=$(date +%s.%N)
 podman rm -f -t 0 "$(cat run-d.id)" >/dev/null; podman rmi localhost/devami-bench/commit >/dev/null
 t8=$(date +%s.%N); "$bin" snap-a -c 'exec "sudo cp -a /opt/tree /opt/tree-copy && sync"' >/dev/null; t9=$(date +%s.%N)
