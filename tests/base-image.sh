@@ -8,7 +8,8 @@
 # carries a short hash of the suite, variant and package list, so changing the list rebuilds.
 set -euo pipefail
 
-fail() { echo "error: $*" >&2; exit 1; }
+# shellcheck source=setup.sh
+. "$(dirname "$0")/setup.sh"
 
 suite=bookworm
 variant=minbase
@@ -52,26 +53,7 @@ if command -v flock >/dev/null; then
   rm -f "$cache/.$name.partial."*
 fi
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    fail "not root and sudo is missing: cannot run $*"
-  fi
-}
-apt_install() {
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null ||
-    { as_root apt-get update -qq >/dev/null &&
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
-}
-
-if ! command -v mmdebstrap >/dev/null; then
-  echo "== installing mmdebstrap (builds the Debian base image)" >&2
-  apt_install mmdebstrap || fail "apt-get could not install mmdebstrap"
-fi
-command -v mmdebstrap >/dev/null || fail "mmdebstrap is missing after apt-get install mmdebstrap"
+need_tools "builds the Debian base image" mmdebstrap
 
 # Build under a temporary name in the same folder, then rename: the final name only ever holds a
 # complete tarball, even if the build is killed.

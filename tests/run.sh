@@ -15,39 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fail() { echo "error: $*" >&2; exit 1; }
+# shellcheck source=setup.sh
+. tests/setup.sh
 command -v cargo >/dev/null || fail "cargo is missing: install the Rust toolchain (https://rustup.rs)"
 command -v git >/dev/null || fail "git is missing: apt-get install git"
 command -v python3 >/dev/null || fail "python3 is missing: install Python 3 with pip"
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    fail "not root and sudo is missing: cannot run $*"
-  fi
-}
-apt_install() {
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null ||
-    { as_root apt-get update -qq >/dev/null &&
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
-}
-
-# Debian package = the command it provides.
-tools=(podman runc catatonit mmdebstrap docker-registry curl)
-missing=()
-for tool in "${tools[@]}"; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "== installing ${missing[*]} (the local backend's container engine and the test tools)"
-  apt_install "${missing[@]}" || fail "apt-get could not install ${missing[*]}"
-fi
-for tool in "${tools[@]}"; do
-  command -v "$tool" >/dev/null || fail "$tool is missing after apt-get install $tool"
-done
+need_tools "the local backend's container engine and the test tools" podman runc catatonit mmdebstrap docker-registry curl
 
 if ! { [ -x .venv/bin/aws ] && [ -x .venv/bin/moto_server ] && .venv/bin/python -c "import boto3" 2>/dev/null; }; then
   echo "== installing awscli into .venv (used inside test jobs)"

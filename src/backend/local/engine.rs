@@ -35,12 +35,22 @@ pub const LABEL_IMAGE: &str = "devami.ami";
 /// Labels that carry a resource's tags: `devami.tag.<Key>`.
 pub const LABEL_TAG_PREFIX: &str = "devami.tag.";
 
+/// The tags a resource carries as `devami.tag.<Key>` labels.
+pub fn tags_of(labels: &HashMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(LABEL_TAG_PREFIX)?.to_string(), v.clone())))
+        .collect()
+}
+
 /// A connection to a container engine.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
     /// Where it was found (`unix:///run/podman/podman.sock`).
     pub address: String,
+    /// What it calls itself (`Libpod/4.3.1 (linux)`).
+    server: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -162,58 +172,111 @@ fn standard_sockets() -> Vec<PathBuf> {
     v
 }
 
-impl Engine {
-    fn at_socket(path: &Path) -> Result<Engine, LocalError> {
-        let address = format!("unix://{}", path.display());
-        let docker = Docker::connect_with_unix(&address, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| LocalError::EngineUnreachable { message: e.to_string() })?;
-        Ok(Engine { docker, address })
-    }
+/// What an engine's `/_ping` answer says in its headers: the API version it speaks (`1.41`) and
+/// the server (`Libpod/4.3.1 (linux)`, `Docker/27.3.1 (linux)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ping {
+    api: (usize, usize),
+    server: String,
+}
 
-    fn at_host(host: &str) -> Result<Engine, LocalError> {
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-        } else {
-            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-        }
-        .map_err(|e| LocalError::EngineUnreachable { message: format!("DOCKER_HOST={host}: {e}") })?;
-        Ok(Engine { docker, address: host.to_string() })
+/// Reads a `/_ping` answer's status line and headers.
+fn parse_ping(head: &str) -> Option<Ping> {
+    let mut lines = head.lines();
+    let status = lines.next()?;
+    if !status.starts_with("HTTP/1.") || status.split_whitespace().nth(1) != Some("200") {
+        return None;
     }
-
-    /// Whether the engine answers, and settles the API version both sides speak.
-    async fn negotiated(self) -> Result<Engine, LocalError> {
-        let address = self.address.clone();
-        let ping = tokio::time::timeout(Duration::from_secs(5), self.docker.ping()).await;
-        match ping {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(LocalError::EngineUnreachable { message: format!("{address}: {e}") }),
-            Err(_) => {
-                return Err(LocalError::EngineUnreachable {
-                    message: format!("{address}: no answer in 5 s"),
-                });
+    let (mut api, mut server) = (None, String::new());
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "api-version" => {
+                let (major, minor) = value.trim().split_once('.')?;
+                api = Some((major.parse().ok()?, minor.parse().ok()?));
             }
+            "server" => server = value.trim().to_string(),
+            _ => {}
         }
-        let docker =
-            self.docker.negotiate_version().await.map_err(|e| engine_err("negotiating the API", e))?;
-        Ok(Engine { docker, address })
+    }
+    Some(Ping { api: api?, server })
+}
+
+/// `GET /_ping` over a stream, as Docker's own client does to settle the API version (the
+/// `/version` call bollard's negotiation makes costs Podman about 0.4 s: it runs its helpers).
+fn ping_over(mut stream: impl std::io::Read + std::io::Write) -> std::io::Result<Option<Ping>> {
+    stream.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(parse_ping(&String::from_utf8_lossy(&head)))
+}
+
+/// Pings the engine at `address` (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`).
+fn ping(address: &str) -> Result<Ping, LocalError> {
+    let unreachable =
+        |message: String| LocalError::EngineUnreachable { message: format!("{address}: {message}") };
+    let timeout = Some(Duration::from_secs(5));
+    let answer = if let Some(path) = address.strip_prefix("unix://") {
+        let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| unreachable(e.to_string()))?;
+        s.set_read_timeout(timeout)
+            .and_then(|()| s.set_write_timeout(timeout))
+            .map_err(|e| unreachable(e.to_string()))?;
+        ping_over(s)
+    } else {
+        let host = address.trim_start_matches("tcp://").trim_start_matches("http://");
+        let s = std::net::TcpStream::connect(host).map_err(|e| unreachable(e.to_string()))?;
+        s.set_read_timeout(timeout)
+            .and_then(|()| s.set_write_timeout(timeout))
+            .map_err(|e| unreachable(e.to_string()))?;
+        ping_over(s)
+    };
+    answer
+        .map_err(|e| unreachable(e.to_string()))?
+        .ok_or_else(|| unreachable("no Docker Engine API answer to /_ping".into()))
+}
+
+impl Engine {
+    /// The engine at `address` when it answers, speaking the API version it announces.
+    fn at(address: &str) -> Result<Engine, LocalError> {
+        let pong = ping(address)?;
+        let version = bollard::ClientVersion { major_version: pong.api.0, minor_version: pong.api.1 };
+        let docker = match address.strip_prefix("unix://") {
+            Some(path) => Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, &version),
+            None => Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, &version),
+        }
+        .map_err(|e| LocalError::EngineUnreachable { message: format!("{address}: {e}") })?;
+        Ok(Engine { docker, address: address.to_string(), server: pong.server })
     }
 
     /// Finds the engine: `DOCKER_HOST`, the standard sockets, then a Podman service of devami's
     /// own under `home` (started when `podman` is installed and none runs).
     pub async fn connect(home: &Home) -> Result<Engine, LocalError> {
         if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
-            return Engine::at_host(&host)?.negotiated().await;
+            return Engine::at(&host).map_err(|e| match e {
+                LocalError::EngineUnreachable { message } => {
+                    LocalError::EngineUnreachable { message: format!("DOCKER_HOST={message}") }
+                }
+                other => other,
+            });
         }
         for sock in standard_sockets() {
             if sock.exists()
-                && let Ok(engine) = Engine::at_socket(&sock)?.negotiated().await
+                && let Ok(engine) = Engine::at(&format!("unix://{}", sock.display()))
             {
                 return Ok(engine);
             }
         }
         let sock = home.engine_dir().join("podman.sock");
+        let address = format!("unix://{}", sock.display());
         if sock.exists()
-            && let Ok(engine) = Engine::at_socket(&sock)?.negotiated().await
+            && let Ok(engine) = Engine::at(&address)
         {
             return Ok(engine);
         }
@@ -224,7 +287,7 @@ impl Engine {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if sock.exists()
-                && let Ok(engine) = Engine::at_socket(&sock)?.negotiated().await
+                && let Ok(engine) = Engine::at(&address)
             {
                 return Ok(engine);
             }
@@ -241,17 +304,21 @@ impl Engine {
         }
     }
 
-    /// The engine's name and version.
-    pub async fn info(&self) -> Result<EngineInfo, LocalError> {
-        let v = self.docker.version().await.map_err(|e| engine_err("asking the engine's version", e))?;
-        let component = v.components.as_ref().and_then(|c| c.first());
-        let name = component.map(|c| c.name.clone()).unwrap_or_else(|| "Docker Engine".into());
-        let name = if name == "Engine" { "Docker Engine".to_string() } else { name };
-        Ok(EngineInfo {
-            name,
-            version: v.version.unwrap_or_default(),
-            api_version: v.api_version.unwrap_or_default(),
-        })
+    /// The engine's name and version, from what it answered to the ping.
+    pub fn info(&self) -> EngineInfo {
+        let (product, rest) = self.server.split_once('/').unwrap_or((self.server.as_str(), ""));
+        let version = rest.split_whitespace().next().unwrap_or("").to_string();
+        let name = match product {
+            "Libpod" => "Podman Engine".to_string(),
+            "Docker" | "" => "Docker Engine".to_string(),
+            other => other.to_string(),
+        };
+        let api_version = format!(
+            "{}.{}",
+            self.docker.client_version().major_version,
+            self.docker.client_version().minor_version
+        );
+        EngineInfo { name, version, api_version }
     }
 
     /// Whether the engine can hand GPUs to containers (an NVIDIA runtime or CDI devices).
@@ -745,6 +812,17 @@ mod tests {
         assert_eq!(split_reference("127.0.0.1:5000/ubuntu"), ("127.0.0.1:5000/ubuntu", "latest"));
         assert_eq!(split_reference("127.0.0.1:5000/a/b:1"), ("127.0.0.1:5000/a/b", "1"));
         assert_eq!(split_reference("devami/ami-0abc"), ("devami/ami-0abc", "latest"));
+    }
+
+    #[test]
+    fn a_ping_answer_gives_the_api_version_and_the_server() {
+        let podman = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nServer: Libpod/4.3.1 (linux)\r\n\r\nOK";
+        assert_eq!(parse_ping(podman), Some(Ping { api: (1, 41), server: "Libpod/4.3.1 (linux)".into() }));
+        let docker = "HTTP/1.1 200 OK\r\nAPI-Version: 1.47\r\nServer: Docker/27.3.1 (linux)\r\n\r\n";
+        assert_eq!(parse_ping(docker).map(|p| p.api), Some((1, 47)));
+        assert_eq!(parse_ping("HTTP/1.1 404 Not Found\r\nApi-Version: 1.41\r\n\r\n"), None);
+        assert_eq!(parse_ping("HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n"), None);
+        assert_eq!(parse_ping("garbage"), None);
     }
 
     #[test]

@@ -522,11 +522,7 @@ pub async fn adopt_unknown(home: &Home, engine: &Engine) -> Result<(), LocalErro
         if !super::is_id(id, "ami-") || home.image_dir(id).join("image.json").exists() {
             continue;
         }
-        let tags = info
-            .labels
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(engine::LABEL_TAG_PREFIX)?.to_string(), v.clone())))
-            .collect();
+        let tags = engine::tags_of(&info.labels);
         let meta = ImageMeta {
             id: id.clone(),
             name: info.labels.get("devami.name").cloned().unwrap_or_default(),

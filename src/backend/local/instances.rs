@@ -404,10 +404,7 @@ pub async fn adopt_unknown(home: &Home, engine: &Engine) -> Result<(), LocalErro
         if !super::is_id(id, "i-") || home.instance_dir(id).join("instance.json").exists() {
             continue;
         }
-        let tags = labels
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(engine::LABEL_TAG_PREFIX)?.to_string(), v.clone())))
-            .collect();
+        let tags = engine::tags_of(&labels);
         let meta = InstanceMeta {
             id: id.clone(),
             image_id: labels.get("devami.image").cloned().unwrap_or_default(),

@@ -240,7 +240,7 @@ impl Backend for LocalBackend {
 
     async fn about(&self) -> Result<Option<String>, BackendError> {
         let engine = self.engine().await?;
-        let info = engine.info().await?;
+        let info = engine.info();
         Ok(Some(format!("{} {} at {}", info.name, info.version, engine.address)))
     }
 
