@@ -1260,11 +1260,11 @@ fn sigkill_inside_a_long_local_commit_or_a_launch_keeps_every_id() {
         }
         let _ = strict_state(&bp);
         assert_eq!(unexpected_in_session(&bp), Vec::<String>::new());
+        if strict_state(&bp)["instance"].is_string() {
+            l.ok_yes("terminate_devinstance --force");
+        }
         for id in engine_instances(&l.home()) {
             l.ok_yes(&format!("sweep --terminate {id}"));
-        }
-        if strict_state(&bp)["instance"].is_string() {
-            l.ok_yes("forget");
         }
     }
     assert!(killed >= 3, "only {killed} launches were still running when killed");
