@@ -23,5 +23,5 @@ echo "working in $work (a copy of blueprints/; the local backend keeps its image
 cp -r "$repo/blueprints" "$work/blueprints"
 cd "$work"
 export DEVAMI_HOME="${DEVAMI_HOME:-$work/devami-home}"
-"$repo/target/release/devami" import_image "$rootfs" --as ubuntu18
+"$repo/target/release/devami" -c "import_image $rootfs --as ubuntu18"
 "$repo/target/release/devami" tutorial --auto "$repo/docs/tutorials/first-image.md"
