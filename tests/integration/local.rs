@@ -322,6 +322,38 @@ fn without_a_container_engine_a_launch_is_one_clear_error_and_changes_nothing() 
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
     assert_eq!(crate::support::files_under(&s.path().join("noeng")), before);
     assert_eq!(std::fs::read(s.path().join("noeng/.devami/state.json")).ok(), state_before);
+
+    // No engine anywhere and no `podman` to start one: the error says what to install.
+    let empty = s.path().join("no-tools");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = s
+        .cmd(&["noeng", "-c", "launch ubuntu22"])
+        .env_remove("DOCKER_HOST")
+        .env("PATH", &empty)
+        .env("HOME", &empty)
+        .env("XDG_RUNTIME_DIR", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("no container engine") && err.contains("install Podman"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(crate::support::files_under(&s.path().join("noeng")), before);
+}
+
+#[test]
+fn a_gpu_type_says_when_the_engine_has_no_gpu_and_runs_without() {
+    let s = Scratch::new();
+    blueprint(&s, "gpu", "true {} {} {} {}", 600);
+    set_instance_type(&s, "gpu", "p3.2xlarge");
+    let out = s.run(&["gpu", "-c", "launch ubuntu22"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("p3.2xlarge has 1 GPU on AWS, but this machine's container engine offers none"),
+        "{err}"
+    );
+    ok(&s, "gpu", "terminate --force");
 }
 
 #[test]
