@@ -28,7 +28,7 @@ use crate::tutorial::{self, PlayOptions};
 
 /// devami: the NeuroCAAS developer shell.
 #[derive(Debug, Parser)]
-#[command(name = "devami", version, about, args_conflicts_with_subcommands = true)]
+#[command(name = "devami", version, about)]
 #[command(after_help = "Run `devami DIR` and type `help` for the shell's commands.")]
 pub struct Cli {
     /// Blueprint folder to open (default: the current folder, when it holds a blueprint).
@@ -186,6 +186,15 @@ fn parse_on_exit(s: &str) -> std::result::Result<OnExit, String> {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
+    // Options go before a mode as well as after it (`devami --backend aws run FILE`, as with
+    // `git -C` or `cargo --locked`); a blueprint folder or `-c` does not go with a mode.
+    if cli.mode.is_some() && (cli.dir.is_some() || cli.command.is_some()) {
+        let what = if cli.command.is_some() { "`-c`" } else { "a blueprint folder" };
+        return Err(Error::usage(format!(
+            "{what} cannot be given with a mode (`run`, `tutorial`, `check`, `init`): give the folder \
+             to the mode (`devami run --dir DIR FILE`), or run `devami DIR -c COMMANDS` alone"
+        )));
+    }
     let g = cli.global;
     let stdin_tty = std::io::stdin().is_terminal();
     let aws = crate::aws::AwsOptions {

@@ -258,3 +258,27 @@ fn piped_stdin_is_a_script() {
     assert!(stdout.starts_with("devami> help get_ip\n"), "{stdout}");
     assert!(!stdout.contains("devami> status"), "ran past exit: {stdout}");
 }
+
+/// Process options go before the mode as well as after it, as with `git -C` or `cargo --locked`;
+/// a blueprint folder or `-c` does not go with a mode, and saying so is a usage error (status 2).
+#[test]
+fn options_go_before_or_after_the_mode() {
+    let s = Scratch::new();
+    s.init("demo");
+    s.write("session.devami", "devami> open demo\nopened blueprint `demo` in `demo` (backend local)\n");
+    for args in [
+        &["--backend", "local", "--yes", "run", "--check", "session.devami"][..],
+        &["run", "--backend", "local", "--yes", "--check", "session.devami"],
+        &["--yes", "run", "--check", "session.devami"],
+        &["--keep-going", "check", "demo"],
+    ] {
+        let out = s.run(args);
+        assert!(out.status.success(), "{args:?}: {}", all(&out));
+    }
+    for args in [&["demo", "run", "session.devami"][..], &["-c", "status", "run", "session.devami"]] {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", all(&out));
+        let err = text(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains("cannot be given with a mode"), "{err}");
+    }
+}
