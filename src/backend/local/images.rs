@@ -355,11 +355,10 @@ pub async fn import(
         Archive::RootFs => {
             let stamp = home.random_hex(6)?;
             let reference = format!("devami/import-{stamp}:latest");
-            let mut changes = vec![format!("LABEL {}={}", engine::LABEL_HOME, home.label())];
-            if std::env::var_os("DEVAMI_TEST_LABEL").is_some() {
-                changes.push("LABEL devami.test=1".into());
-            }
-            engine.import_rootfs(file, &reference, &changes, &mut |_| {}).await?
+            // One label, one instruction: Podman's import reads a `changes` value as a single
+            // instruction and a LABEL as a single pair (the rest becomes the value).
+            let label = format!("LABEL {}={}", engine::LABEL_HOME, home.label());
+            engine.import_rootfs(file, &reference, &[label], &mut |_| {}).await?
         }
     };
     let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
