@@ -289,11 +289,25 @@ fn a_gib_round_trips_and_ctrl_c_mid_download_leaves_nothing() {
     assert!(listing.contains("big/big.bin") && !listing.contains("again"), "{listing}");
     // A part the client had on the wire when it was interrupted may still be written by the
     // endpoint after the abort; the endpoint then removes it (it knows the upload was aborted).
-    poll_until(
-        "the interrupted multipart upload to be aborted (no `.upload*` file left)",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || !uploading(),
+    let left = || -> Vec<String> {
+        std::fs::read_dir(&buckets)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".upload"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while uploading() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(b.path(".devami-home/run/s3.log")).unwrap_or_default();
+    assert!(
+        !uploading(),
+        "the interrupted multipart upload was not aborted within 20 s; left: {:?}\ndevami's stderr:\n{stderr}\nendpoint log:\n{log}",
+        left()
     );
 }
 
