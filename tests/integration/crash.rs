@@ -101,6 +101,13 @@ impl Shell {
         self.child.try_wait().expect("poll devami").is_none()
     }
 
+    /// SIGKILL if it still runs; true when the signal (not its own end) ended it.
+    fn sigkill_if_running(&mut self) -> bool {
+        let _ = self.child.kill();
+        let st = self.child.wait().expect("reap devami");
+        st.signal() == Some(libc::SIGKILL)
+    }
+
     /// SIGKILL, then reaps it and checks that the signal (not an exit) ended it.
     fn sigkill(&mut self) {
         self.assert_running();
@@ -1250,8 +1257,7 @@ fn sigkill_inside_a_long_local_commit_or_a_launch_keeps_every_id() {
     for delay_ms in [0u64, 10, 25, 50, 100, 200] {
         let mut shell = l.spawn(&format!("launch_devinstance {image}"));
         std::thread::sleep(Duration::from_millis(delay_ms));
-        if shell.running() {
-            shell.sigkill();
+        if shell.sigkill_if_running() {
             killed += 1;
         }
         let out = l.ok("status; sweep");
