@@ -35,6 +35,23 @@ pub const LABEL_IMAGE: &str = "devami.ami";
 /// Labels that carry a resource's tags: `devami.tag.<Key>`.
 pub const LABEL_TAG_PREFIX: &str = "devami.tag.";
 
+/// The labels of something devami makes in the engine for `home`: the home, `own` (the
+/// resource's id and facts), its tags as `devami.tag.<Key>`, and `devami.test=1` under
+/// `DEVAMI_TEST_LABEL` (what the test suite's clean-up looks for).
+pub fn labels(
+    home: &Home,
+    own: &[(&str, String)],
+    tags: &std::collections::BTreeMap<String, String>,
+) -> HashMap<String, String> {
+    let mut l = HashMap::from([(LABEL_HOME.to_string(), home.label())]);
+    l.extend(own.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    l.extend(tags.iter().map(|(k, v)| (format!("{LABEL_TAG_PREFIX}{k}"), v.clone())));
+    if std::env::var_os("DEVAMI_TEST_LABEL").is_some() {
+        l.insert("devami.test".into(), "1".into());
+    }
+    l
+}
+
 /// The tags a resource carries as `devami.tag.<Key>` labels.
 pub fn tags_of(labels: &HashMap<String, String>) -> std::collections::BTreeMap<String, String> {
     labels
@@ -65,7 +82,6 @@ pub struct EngineInfo {
     /// `Podman Engine`, `Docker Engine`.
     pub name: String,
     pub version: String,
-    pub api_version: String,
 }
 
 /// A container to create for an instance.
@@ -313,12 +329,7 @@ impl Engine {
             "Docker" | "" => "Docker Engine".to_string(),
             other => other.to_string(),
         };
-        let api_version = format!(
-            "{}.{}",
-            self.docker.client_version().major_version,
-            self.docker.client_version().minor_version
-        );
-        EngineInfo { name, version, api_version }
+        EngineInfo { name, version }
     }
 
     /// Whether the engine can hand GPUs to containers (an NVIDIA runtime or CDI devices).

@@ -116,9 +116,7 @@ impl Home {
     /// `n` random bytes as hex.
     pub fn random_hex(&self, n: usize) -> Result<String> {
         let mut b = vec![0u8; n];
-        File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut b))
-            .map_err(|e| Error::io("read", "/dev/urandom", e))?;
+        fill_random(&mut b).map_err(|e| Error::io("read", "/dev/urandom", e))?;
         Ok(b.iter().map(|x| format!("{x:02x}")).collect())
     }
 
@@ -201,8 +199,13 @@ impl Home {
 
 fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     let mut b = [0u8; N];
-    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    fill_random(&mut b)?;
     Ok(b)
+}
+
+/// Fills `b` from the kernel's random source.
+fn fill_random(b: &mut [u8]) -> io::Result<()> {
+    File::open("/dev/urandom")?.read_exact(b)
 }
 
 /// Reads a JSON document that is an object (every document of the home but the job

@@ -124,25 +124,14 @@ fn record(home: &Home, f: impl FnOnce(String) -> ImageMeta) -> crate::error::Res
 
 /// The labels of an engine image of this home.
 fn labels(home: &Home, meta: &ImageMeta) -> HashMap<String, String> {
-    let mut l = HashMap::from([
-        (engine::LABEL_HOME.to_string(), home.label()),
-        (engine::LABEL_IMAGE.to_string(), meta.id.clone()),
-        ("devami.name".to_string(), meta.name.clone()),
-        ("devami.created".to_string(), meta.created.to_string()),
-    ]);
-    if let Some(i) = &meta.source_instance {
-        l.insert("devami.source-instance".into(), i.clone());
-    }
-    if let Some(a) = &meta.alias {
-        l.insert("devami.alias".into(), a.clone());
-    }
-    if std::env::var_os("DEVAMI_TEST_LABEL").is_some() {
-        l.insert("devami.test".into(), "1".into());
-    }
-    for (k, v) in &meta.tags {
-        l.insert(format!("{}{k}", engine::LABEL_TAG_PREFIX), v.clone());
-    }
-    l
+    let mut own = vec![
+        (engine::LABEL_IMAGE, meta.id.clone()),
+        ("devami.name", meta.name.clone()),
+        ("devami.created", meta.created.to_string()),
+    ];
+    own.extend(meta.source_instance.clone().map(|i| ("devami.source-instance", i)));
+    own.extend(meta.alias.clone().map(|a| ("devami.alias", a)));
+    engine::labels(home, &own, &meta.tags)
 }
 
 /// The engine reference an image is committed under.

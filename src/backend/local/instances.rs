@@ -127,20 +127,13 @@ pub fn record_launch(home: &Home, launch: &Launch<'_>) -> crate::error::Result<I
 
 /// The labels of an instance's container: the home, the id, the image, the launch's tags.
 fn labels(home: &Home, meta: &InstanceMeta) -> HashMap<String, String> {
-    let mut l = HashMap::from([
-        (engine::LABEL_HOME.to_string(), home.label()),
-        (engine::LABEL_INSTANCE.to_string(), meta.id.clone()),
-        ("devami.image".to_string(), meta.image_id.clone()),
-        ("devami.instance-type".to_string(), meta.instance_type.clone()),
-        ("devami.launched".to_string(), meta.launch_time.to_string()),
-    ]);
-    if std::env::var_os("DEVAMI_TEST_LABEL").is_some() {
-        l.insert("devami.test".into(), "1".into());
-    }
-    for (k, v) in &meta.tags {
-        l.insert(format!("{}{k}", engine::LABEL_TAG_PREFIX), v.clone());
-    }
-    l
+    let own = [
+        (engine::LABEL_INSTANCE, meta.id.clone()),
+        ("devami.image", meta.image_id.clone()),
+        ("devami.instance-type", meta.instance_type.clone()),
+        ("devami.launched", meta.launch_time.to_string()),
+    ];
+    engine::labels(home, &own, &meta.tags)
 }
 
 /// Writes the plumbing folder: the power commands under `bin/`.
