@@ -13,18 +13,18 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::BackendKind;
 use crate::blueprint::BLUEPRINT_FILE;
+use crate::blueprint::lint;
+use crate::blueprint::scaffold;
 use crate::console::Console;
 use crate::error::{Error, Result};
+use crate::frontend::record;
+use crate::frontend::script::{self, RunOptions};
+use crate::frontend::shell;
+use crate::frontend::tutorial::{self, PlayOptions};
 use crate::interrupt;
-use crate::lint;
 use crate::parse;
-use crate::record;
-use crate::scaffold;
-use crate::script::{self, RunOptions};
 use crate::session::{DevAmi, OnExit, Options};
-use crate::shell;
 use crate::transcript::{self, Kind, Step};
-use crate::tutorial::{self, PlayOptions};
 
 /// devami: the NeuroCAAS developer shell.
 #[derive(Debug, Parser)]
@@ -197,7 +197,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     }
     let g = cli.global;
     let stdin_tty = std::io::stdin().is_terminal();
-    let aws = crate::aws::AwsOptions {
+    let aws = crate::backend::aws::AwsOptions {
         profile: g.profile.clone(),
         region: g.region.clone(),
         endpoint_url: g.endpoint_url.clone(),
@@ -209,7 +209,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cli.mode {
         Some(Mode::Check { dirs }) => Ok(check(&dirs)),
         Some(Mode::Reference) => {
-            print!("{}", crate::command::reference_markdown());
+            print!("{}", crate::commands::reference_markdown());
             Ok(0)
         }
         Some(Mode::S3d { home }) => Ok(crate::backend::local::s3server::serve(&home)),

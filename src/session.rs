@@ -14,16 +14,16 @@ use std::future::Future;
 
 use crate::backend::{Backend, BackendError, BackendKind};
 use crate::blueprint::Blueprint;
+use crate::blueprint::lint;
+use crate::blueprint::scaffold;
 use crate::clock;
-use crate::command;
+use crate::commands;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::interrupt;
-use crate::lint;
 use crate::output::Output;
 use crate::parse::{self, Invocation, Line};
 use crate::pricing;
-use crate::scaffold;
 use crate::state::{State, StateStore};
 
 /// The default name of the session object in call-form lines (`devami.launch_devinstance()`).
@@ -39,7 +39,7 @@ pub struct Options {
     /// Whether a person is at a terminal to answer questions.
     pub interactive: bool,
     /// How to reach AWS (`--backend aws`).
-    pub aws: crate::aws::AwsOptions,
+    pub aws: crate::backend::aws::AwsOptions,
     /// What to do with a running instance when the session ends.
     pub on_exit: OnExit,
 }
@@ -419,8 +419,8 @@ impl DevAmi {
     pub fn execute_line(&mut self, line: &str) -> Result<Outcome> {
         match parse::parse_line(line)? {
             Line::Nothing | Line::Import => Ok(Output::Empty.into()),
-            Line::Help(None) => Ok(Output::Text(command::help_overview()).into()),
-            Line::Help(Some(spec)) => Ok(Output::Text(command::help_command(spec)).into()),
+            Line::Help(None) => Ok(Output::Text(commands::help_overview()).into()),
+            Line::Help(Some(spec)) => Ok(Output::Text(commands::help_command(spec)).into()),
             Line::Bind { name, path } => {
                 self.open_blueprint(Path::new(&path))?;
                 self.object = name;
@@ -464,13 +464,13 @@ impl DevAmi {
         let out = match spec.name {
             "help" => match a.str("command") {
                 Some(name) => {
-                    let spec = command::lookup(name).ok_or_else(|| Error::UnknownCommand {
+                    let spec = commands::lookup(name).ok_or_else(|| Error::UnknownCommand {
                         name: name.to_string(),
-                        suggestion: command::suggest(name).map(str::to_string),
+                        suggestion: commands::suggest(name).map(str::to_string),
                     })?;
-                    Output::Text(command::help_command(spec))
+                    Output::Text(commands::help_command(spec))
                 }
-                None => Output::Text(command::help_overview()),
+                None => Output::Text(commands::help_overview()),
             },
             "exit" => return Ok(Outcome { output: Output::Empty, flow: Flow::Exit }),
             "status" => {
@@ -579,7 +579,8 @@ impl DevAmi {
                     let bp = self.require_blueprint()?;
                     let (region, key) = (bp.region().map(str::to_string), bp.key_name().map(str::to_string));
                     let rt = runtime()?;
-                    let connect = crate::aws::AwsBackend::connect(self.opts.aws.clone(), region, key);
+                    let connect =
+                        crate::backend::aws::AwsBackend::connect(self.opts.aws.clone(), region, key);
                     let backend = rt.block_on(async {
                         tokio::select! {
                             r = connect => r.map_err(|source| match source {
@@ -591,11 +592,11 @@ impl DevAmi {
                             () = watch_interrupt() => Err(Error::Interrupted),
                         }
                     })?;
-                    let backend = crate::faults::wrap(Box::new(backend))?;
+                    let backend = crate::backend::faults::wrap(Box::new(backend))?;
                     return Ok(self.cloud.insert(Cloud { rt, backend }));
                 }
             };
-            let backend = crate::faults::wrap(backend)?;
+            let backend = crate::backend::faults::wrap(backend)?;
             let rt = runtime()?;
             return Ok(self.cloud.insert(Cloud { rt, backend }));
         }
@@ -839,7 +840,7 @@ impl DevAmi {
                         r.id.clone(),
                         r.last_state.clone().unwrap_or_else(|| "-".into()),
                         r.name.clone(),
-                        r.size_bytes.map(crate::image_cmds::human_bytes).unwrap_or_else(|| "-".into()),
+                        r.size_bytes.map(crate::commands::image::human_bytes).unwrap_or_else(|| "-".into()),
                         r.size_bytes
                             .map(|b| format!("{}/month", pricing::dollars(pricing::snapshot_month(b))))
                             .unwrap_or_else(|| "-".into()),
@@ -878,7 +879,7 @@ mod tests {
 
     #[test]
     fn every_command_in_the_table_has_an_implementation() {
-        for spec in command::COMMANDS {
+        for spec in commands::COMMANDS {
             let mut s = DevAmi::new(Options::default());
             let inv = Invocation {
                 spec,

@@ -14,7 +14,10 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+pub mod aws;
+pub mod faults;
 pub mod local;
+pub mod objstore;
 
 /// Which backend a session uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

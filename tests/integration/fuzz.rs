@@ -42,9 +42,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use devami::blueprint::{self, Blueprint};
-use devami::command::{self, ArgKind, ArgSpec, CommandSpec};
+use devami::blueprint::{lint, spans, submit};
+use devami::commands::{self, ArgKind, ArgSpec, CommandSpec};
 use devami::parse::{self, Completion, Line, Value};
-use devami::{jsonspan, lint, submit, transcript};
+use devami::transcript;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use serde::de::DeserializeOwned;
@@ -989,13 +990,13 @@ const LINE_TOKENS: &[&str] = &[
 
 fn command_names() -> &'static [&'static str] {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    NAMES.get_or_init(|| command::names().collect())
+    NAMES.get_or_init(|| commands::names().collect())
 }
 
 /// The commands a round trip can build (every one but `help`, which parses to `Line::Help`).
 fn round_trip_specs() -> &'static [&'static CommandSpec] {
     static SPECS: OnceLock<Vec<&'static CommandSpec>> = OnceLock::new();
-    SPECS.get_or_init(|| command::COMMANDS.iter().filter(|c| c.name != "help").collect())
+    SPECS.get_or_init(|| commands::COMMANDS.iter().filter(|c| c.name != "help").collect())
 }
 
 fn gen_command_name(t: &mut Tape) -> String {
@@ -1045,7 +1046,7 @@ fn gen_body(t: &mut Tape, depth: usize) -> String {
         8 => gen_help(t),
         9 => gen_misc(t),
         10 if depth == 0 => {
-            let spec = t.pick(&command::COMMANDS.iter().collect::<Vec<_>>());
+            let spec = t.pick(&commands::COMMANDS.iter().collect::<Vec<_>>());
             if t.chance(500) { spec.example_call.to_string() } else { spec.example_shell.to_string() }
         }
         _ => t.string(30),
@@ -1063,7 +1064,7 @@ fn gen_call(t: &mut Tape) -> String {
         }
     }
     let name = gen_command_name(t);
-    let spec = command::lookup(&name);
+    let spec = commands::lookup(&name);
     s.push_str(&name);
     s.push_str(t.pick(&["", "", " "]));
     s.push('(');
@@ -1214,7 +1215,7 @@ fn gen_py_value(t: &mut Tape, depth: usize) -> String {
 
 fn gen_shell(t: &mut Tape) -> String {
     let name = gen_command_name(t);
-    let spec = command::lookup(&name);
+    let spec = commands::lookup(&name);
     let mut s = if t.chance(100) { sh_word(t, &name, false) } else { name };
     for _ in 0..t.below(6) {
         s.push_str(t.pick(&[" ", " ", "  ", "\t"]));
@@ -1355,7 +1356,7 @@ fn gen_mutated_line(t: &mut Tape) -> ParserCase {
             other => return other,
         },
         1 => {
-            let spec = t.pick(&command::COMMANDS.iter().collect::<Vec<_>>());
+            let spec = t.pick(&commands::COMMANDS.iter().collect::<Vec<_>>());
             if t.chance(500) { spec.example_call.to_string() } else { spec.example_shell.to_string() }
         }
         _ => gen_line(t),
@@ -2003,7 +2004,7 @@ fn normalized(spec: &CommandSpec, args: &parse::Args) -> BTreeMap<String, Value>
 /// Both spellings parse to the command, with exactly the values they were built from.
 fn check_round_trip(command: &str, call: &str, shell: &str, args: &[(String, Json)]) -> Result<(), String> {
     let spec =
-        command::lookup(command).ok_or_else(|| format!("no command `{command}` in the table any more"))?;
+        commands::lookup(command).ok_or_else(|| format!("no command `{command}` in the table any more"))?;
     let mut expected = BTreeMap::new();
     for (name, j) in args {
         let kind = spec
@@ -2658,7 +2659,7 @@ fn check_blueprint(case: &BlueprintCase) -> Result<(), String> {
     // Setting the old AMI back restores the bytes when it was written the way devami writes.
     if let Some(Json::String(previous)) = &old_ami
         && what == "AMI value"
-        && old[start..end] == jsonspan::quote(previous)
+        && old[start..end] == spans::quote(previous)
     {
         match bp.set_ami(previous) {
             Ok(true) if bp.text() == old => {}

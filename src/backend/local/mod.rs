@@ -17,12 +17,12 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
+use crate::backend::objstore::ObjectStore;
 use crate::backend::{
     Backend, BackendError, BackendKind, Identity, Image, ImageRequest, ImageState, Instance, InstanceState,
     JobReport, JobSpec, LaunchSpec, ObjectInfo, ResolvedImage, carries_tags,
 };
 use crate::clock;
-use crate::objstore::ObjectStore;
 
 pub mod detach;
 pub mod engine;
@@ -286,7 +286,7 @@ impl Backend for LocalBackend {
                 });
             }
         };
-        if !crate::lint::is_instance_type(&spec.instance_type) {
+        if !crate::blueprint::lint::is_instance_type(&spec.instance_type) {
             return Err(BackendError::Service {
                 code: Some("InvalidParameterValue".into()),
                 message: format!("invalid instance type {}", crate::error::shown(&spec.instance_type)),

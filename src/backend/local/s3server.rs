@@ -4,7 +4,7 @@
 //! serves the home's `buckets/` folder with the S3 protocol (s3s with the s3s-fs file backend,
 //! SigV4 with the home's own random key pair, [`Keys`], kept in `run/s3-keys.json` readable by its
 //! owner alone and handed to instances), so that `aws s3 cp` and boto3
-//! inside jobs, and the shell's own [`ObjectStore`](crate::objstore::ObjectStore), work unchanged.
+//! inside jobs, and the shell's own [`ObjectStore`](crate::backend::objstore::ObjectStore), work unchanged.
 //! It records `run/s3.json` (`{pid, port, started}`) and `run/s3.port` after binding, keeps its
 //! port across restarts (jobs have the address in their environment), and exits after
 //! [`IDLE_TIMEOUT`] without a request. `run/s3d.lock` is held for the daemon's lifetime, so a home
@@ -1172,7 +1172,7 @@ pub(crate) mod tests {
         assert_eq!(range_start("items 1-2/3"), None);
     }
     use crate::backend::BackendError;
-    use crate::objstore::ObjectStore;
+    use crate::backend::objstore::ObjectStore;
 
     /// A home with its endpoint served in-process by the current tokio runtime.
     pub(crate) struct Fixture {

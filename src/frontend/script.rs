@@ -8,8 +8,8 @@
 
 use crate::console::Console;
 use crate::error::Error;
+use crate::frontend::record;
 use crate::interrupt;
-use crate::record;
 use crate::session::{DevAmi, Flow};
 use crate::transcript::{self, Step};
 

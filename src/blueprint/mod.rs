@@ -18,14 +18,19 @@
 //! [`placeholders`] analyses `COMMAND` exactly as Python's `str.format` would, since that is what
 //! the NeuroCAAS job manager calls on it.
 
+pub mod lint;
+pub mod scaffold;
+pub mod spans;
+pub mod submit;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::blueprint::spans::PathSeg;
 use crate::error::{Error, Result};
-use crate::jsonspan::{self, PathSeg};
 
 /// The blueprint's file name inside its folder.
 pub const BLUEPRINT_FILE: &str = "stack_config_template.json";
@@ -146,13 +151,13 @@ impl Blueprint {
 
     /// The value at a dotted path with `[n]` indexes (`UXData.Affiliates[0].AffiliateName`).
     pub fn get(&self, json_path: &str) -> Option<&Value> {
-        let segs = jsonspan::parse_path(json_path)?;
+        let segs = spans::parse_path(json_path)?;
         lookup(&self.doc, &segs).ok()
     }
 
     /// The paths of keys written more than once in their object (the last one is the one used).
     pub fn duplicate_keys(&self) -> Vec<String> {
-        jsonspan::duplicate_keys(&self.text)
+        spans::duplicate_keys(&self.text)
     }
 
     /// `PipelineName`: the analysis name, which is also its S3 bucket.
@@ -164,7 +169,7 @@ impl Blueprint {
     /// it as a bucket name (so that no request is sent only to be answered HTTP 400).
     pub fn bucket(&self) -> Result<&str> {
         let name = self.pipeline_name()?;
-        match crate::lint::s3_bucket_problem(name) {
+        match crate::blueprint::lint::s3_bucket_problem(name) {
             None => Ok(name),
             Some(problem) => Err(Error::BlueprintKey {
                 path: self.path.clone(),
@@ -175,7 +180,7 @@ impl Blueprint {
                 ),
                 fix: format!(
                     "rename the analysis, e.g. `{}` (`devami check` lists every problem of the blueprint)",
-                    crate::lint::suggest_name(name)
+                    crate::blueprint::lint::suggest_name(name)
                 ),
             }),
         }
@@ -303,14 +308,14 @@ impl Blueprint {
     /// another type is replaced. Returns whether anything changed. Nothing is written to disk until
     /// [`Blueprint::save`].
     pub fn set_string(&mut self, json_path: &str, value: &str) -> Result<bool> {
-        let Some(segs) = jsonspan::parse_path(json_path).filter(|s| !s.is_empty()) else {
+        let Some(segs) = spans::parse_path(json_path).filter(|s| !s.is_empty()) else {
             return Err(self.key_error(
                 json_path,
                 "is not a key path".to_string(),
                 "use dotted keys with `[n]` indexes, e.g. `Lambda.LambdaConfig.AMI`".to_string(),
             ));
         };
-        let new_json = jsonspan::quote(value);
+        let new_json = spans::quote(value);
         let Some((&last, parent_segs)) = segs.split_last() else { return Ok(false) };
         let parent_path = display_path(parent_segs);
         let parent = match lookup(&self.doc, parent_segs) {
@@ -326,12 +331,12 @@ impl Blueprint {
         let new_text = match (last, parent) {
             (PathSeg::Key(key), Value::Object(map)) => match map.get(key) {
                 Some(Value::String(current)) if current == value => return Ok(false),
-                Some(_) => jsonspan::replace_value(&self.text, &segs, &new_json),
-                None => jsonspan::insert_key(&self.text, parent_segs, key, &new_json),
+                Some(_) => spans::replace_value(&self.text, &segs, &new_json),
+                None => spans::insert_key(&self.text, parent_segs, key, &new_json),
             },
             (PathSeg::Index(i), Value::Array(items)) => match items.get(i) {
                 Some(Value::String(current)) if current == value => return Ok(false),
-                Some(_) => jsonspan::replace_value(&self.text, &segs, &new_json),
+                Some(_) => spans::replace_value(&self.text, &segs, &new_json),
                 None => {
                     return Err(self.key_error(
                         json_path,
@@ -458,7 +463,7 @@ impl Blueprint {
 
     /// The value at `json_path`, or a [`Error::BlueprintKey`] saying what is missing.
     fn require(&self, json_path: &str, example: &str) -> Result<&Value> {
-        let segs = jsonspan::parse_path(json_path).unwrap_or_default();
+        let segs = spans::parse_path(json_path).unwrap_or_default();
         lookup(&self.doc, &segs).map_err(|missing| {
             let (parent, key) = json_path.rsplit_once('.').unwrap_or(("", json_path));
             let place =
@@ -500,7 +505,7 @@ fn write_python_json(out: &mut String, value: &Value, indent: Option<usize>, lev
     };
     let separator = if indent.is_some() { "," } else { ", " };
     match value {
-        Value::String(s) => out.push_str(&jsonspan::quote(s)),
+        Value::String(s) => out.push_str(&spans::quote(s)),
         Value::Array(items) if !items.is_empty() => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -520,7 +525,7 @@ fn write_python_json(out: &mut String, value: &Value, indent: Option<usize>, lev
                     out.push_str(separator);
                 }
                 newline(out, level + 1);
-                out.push_str(&jsonspan::quote(key));
+                out.push_str(&spans::quote(key));
                 out.push_str(": ");
                 write_python_json(out, item, indent, level + 1);
             }
@@ -801,7 +806,7 @@ pub fn describe(value: &Value) -> String {
         Value::Null => "null".to_string(),
         Value::Bool(b) => format!("a boolean ({b})"),
         Value::Number(n) => format!("a number ({n})"),
-        Value::String(s) if s.chars().count() <= 40 => format!("a string ({})", jsonspan::quote(s)),
+        Value::String(s) if s.chars().count() <= 40 => format!("a string ({})", spans::quote(s)),
         other => type_name(other).to_string(),
     }
 }
@@ -969,7 +974,7 @@ mod tests {
         for (style, text) in styles() {
             let mut b = bp(&text);
             assert!(b.set_ami("ami-0fedcba9876543210").unwrap(), "{style}");
-            let span = jsonspan::value_span(&text, &jsonspan::parse_path(AMI_PATH).unwrap()).unwrap();
+            let span = spans::value_span(&text, &spans::parse_path(AMI_PATH).unwrap()).unwrap();
             let (prefix, suffix) = common_ends(&text, b.text());
             assert!(prefix > span.start && suffix > text.len() - span.end, "{style}: {}", b.text());
             assert_eq!(b.text().len(), text.len(), "{style}");

@@ -112,7 +112,7 @@ pub fn name_problem(name: &str) -> Option<String> {
         ));
     }
     // The rest of S3's rules (reserved prefixes and suffixes), as `check` applies them.
-    crate::lint::bucket_name_problem(name)
+    crate::blueprint::lint::bucket_name_problem(name)
         .map(|problem| format!("it {problem}, and the name becomes the S3 bucket name"))
 }
 
@@ -191,7 +191,7 @@ fn write_new(path: &Path, value: &Value) -> Result<()> {
 mod tests {
     use super::*;
     use crate::blueprint::Blueprint;
-    use crate::lint::{self, Severity};
+    use crate::blueprint::lint::{self, Severity};
 
     #[test]
     fn init_writes_a_blueprint_that_checks_with_only_the_alias_warning() {

@@ -18,15 +18,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::backend::{BackendError, InstanceState, JobReport, JobSpec, JobState};
+use crate::blueprint::submit;
 use crate::clock;
+use crate::commands::image::{human_bytes, python_now};
 use crate::error::{Error, Result};
-use crate::image_cmds::{human_bytes, python_now};
 use crate::interrupt;
 use crate::output::Output;
 use crate::parse::{Args, Value};
 use crate::session::DevAmi;
 use crate::state::JobRecord;
-use crate::submit;
 use crate::wait::{self, Probe};
 
 /// Where the development loop's SSM output goes, as in the original.

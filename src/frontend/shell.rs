@@ -18,10 +18,10 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 
-use crate::command::ArgKind;
+use crate::commands::ArgKind;
+use crate::frontend::record;
 use crate::interrupt;
 use crate::parse::{self, Completion};
-use crate::record;
 use crate::session::{DevAmi, Flow};
 
 /// Completion for the devami prompt.

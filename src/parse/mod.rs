@@ -23,7 +23,7 @@
 use std::fmt;
 
 use crate::Error;
-use crate::command::{self, ArgKind, ArgSpec, CommandSpec};
+use crate::commands::{self, ArgKind, ArgSpec, CommandSpec};
 use crate::error::{shown, shown_raw};
 
 /// A rest-of-line argument that is one quoted word (`"a; b"`, `'a; b'`) means its content, as
@@ -251,7 +251,7 @@ impl Completion {
         let mut out: Vec<String> = match self {
             Completion::Nothing => Vec::new(),
             Completion::CommandName { prefix, .. } => {
-                command::names().filter(|n| n.starts_with(prefix.as_str())).map(str::to_string).collect()
+                commands::names().filter(|n| n.starts_with(prefix.as_str())).map(str::to_string).collect()
             }
             Completion::Keyword { spec, spelling: Spelling::Shell, prefix, .. } => spec
                 .args
@@ -361,7 +361,7 @@ pub fn completion_context(line_before_cursor: &str) -> Completion {
             return Completion::CommandName { prefix: rest.to_string(), start: offset + second_start };
         }
         let after = s[second_end..].trim_start();
-        if let Some(spec) = after.strip_prefix('(').and(command::lookup(&s[second_start..second_end])) {
+        if let Some(spec) = after.strip_prefix('(').and(commands::lookup(&s[second_start..second_end])) {
             let open = s.len() - after.len();
             return call_completion(spec, s, open + 1, offset);
         }
@@ -369,7 +369,7 @@ pub fn completion_context(line_before_cursor: &str) -> Completion {
     }
     let after = after_first.trim_start();
     if after.starts_with('(') {
-        let Some(spec) = command::lookup(&s[..first_end]) else { return Completion::Nothing };
+        let Some(spec) = commands::lookup(&s[..first_end]) else { return Completion::Nothing };
         let open = s.len() - after.len();
         return call_completion(spec, s, open + 1, offset);
     }
@@ -384,7 +384,7 @@ pub fn completion_context(line_before_cursor: &str) -> Completion {
         if !callee.eq_ignore_ascii_case(CLASS_NAME) {
             return Completion::Nothing;
         }
-        let Some(open) = command::lookup("open") else { return Completion::Nothing };
+        let Some(open) = commands::lookup("open") else { return Completion::Nothing };
         return call_completion(open, s, end, offset);
     }
     shell_completion(s, offset)
@@ -492,14 +492,14 @@ fn ident_end(s: &str, start: usize) -> Option<usize> {
 
 /// A help request for a command name: the overview for `help` itself without a name.
 fn help_for(name: &str) -> Result<Line, Error> {
-    match command::lookup(name) {
+    match commands::lookup(name) {
         Some(spec) => Ok(Line::Help(Some(spec))),
         None => Err(unknown_command(name)),
     }
 }
 
 fn unknown_command(name: &str) -> Error {
-    Error::UnknownCommand { name: shown_raw(name), suggestion: command::suggest(name).map(str::to_string) }
+    Error::UnknownCommand { name: shown_raw(name), suggestion: commands::suggest(name).map(str::to_string) }
 }
 
 /// Python's `repr` of a string.
@@ -976,7 +976,7 @@ impl<'a> CallParser<'a> {
                 self.err(format!("assign the object to a name: `devami = {name}(\"path/to/blueprint\")`"))
             );
         }
-        let Some(spec) = command::lookup(&name) else { return Err(unknown_command(&name)) };
+        let Some(spec) = commands::lookup(&name) else { return Err(unknown_command(&name)) };
         // The `(` is next: `classify` saw it.
         self.bump()?;
         self.context = format!("{name}()");
@@ -1002,7 +1002,7 @@ impl<'a> CallParser<'a> {
         let [object, attr] = parts else {
             return Err(self.err(format!("{} is not something devami can read", shown(&parts.join(".")))));
         };
-        if command::lookup(attr).is_some() {
+        if commands::lookup(attr).is_some() {
             return Err(self.err(format!(
                 "{} needs parentheses in the call form: write `{}.{attr}()`, or `{attr}` without the prefix",
                 shown(&format!("{object}.{attr}")),
@@ -1017,7 +1017,7 @@ impl<'a> CallParser<'a> {
                 known.join(", ")
             )));
         };
-        let spec = command::lookup(name).ok_or_else(|| self.err(format!("no command `{name}`")))?;
+        let spec = commands::lookup(name).ok_or_else(|| self.err(format!("no command `{name}`")))?;
         Ok(Line::Command(Invocation {
             spec,
             args: Args::default(),
@@ -1601,9 +1601,9 @@ fn parse_shell(src: &str) -> Result<Line, Error> {
         return finish_shell(&mut lex, "").map(|()| Line::Nothing);
     }
     let name = first.text.as_str();
-    let Some(spec) = command::lookup(name) else {
+    let Some(spec) = commands::lookup(name) else {
         if let Some((object, method)) = name.split_once('.')
-            && command::lookup(method).is_some()
+            && commands::lookup(method).is_some()
         {
             return Err(Error::usage(format!(
                 "{} needs parentheses in the call form: write `{}.{method}()`, or `{method}` without the prefix",
@@ -2155,7 +2155,7 @@ fn shell_completion(s: &str, offset: usize) -> Completion {
         None => (String::new(), cursor),
     };
     let Some(first) = done.first() else { return Completion::CommandName { prefix, start } };
-    let Some(spec) = command::lookup(&first.text) else { return Completion::Nothing };
+    let Some(spec) = commands::lookup(&first.text) else { return Completion::Nothing };
     if spec.name == "help" {
         return if done.len() == 1 { Completion::CommandName { prefix, start } } else { Completion::Nothing };
     }
@@ -2230,7 +2230,7 @@ fn shell_completion(s: &str, offset: usize) -> Completion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::COMMANDS;
+    use crate::commands::COMMANDS;
 
     /// A compact rendering of a parse result: `call devami.get_ip()`, `shell job_status(jobind=-2)`,
     /// `bind d = 'p'`, `help launch_devinstance`, `error: ...`.
@@ -3056,7 +3056,7 @@ mod tests {
     }
 
     fn spec(name: &str) -> &'static CommandSpec {
-        command::lookup(name).unwrap()
+        commands::lookup(name).unwrap()
     }
 
     fn arg(command: &str, name: &str) -> Option<&'static ArgSpec> {

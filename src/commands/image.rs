@@ -239,7 +239,10 @@ impl DevAmi {
                         && j.submitted >= since
                         && j.last_status.as_deref() == Some("Success")
                         && j.analysis.as_deref().is_none_or(|a| {
-                            !crate::submit::analysis_disagrees(crate::backend::JobState::Success, a)
+                            !crate::blueprint::submit::analysis_disagrees(
+                                crate::backend::JobState::Success,
+                                a,
+                            )
                         })
                 })
                 .map(|j| j.command_id.as_str())

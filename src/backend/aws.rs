@@ -19,12 +19,12 @@ use aws_sdk_ec2::types::{
     TagSpecification, VolumeType,
 };
 
+use crate::backend::objstore::ObjectStore;
 use crate::backend::{
     Backend, BackendError, BackendKind, Identity, Image, ImageRequest, ImageState, Instance, InstanceState,
     JobReport, JobSpec, JobState, LaunchSpec, ObjectInfo, ResolvedImage, carries_tags,
 };
 use crate::clock;
-use crate::objstore::ObjectStore;
 
 /// How to reach AWS, from the command line and the blueprint.
 #[derive(Debug, Clone, Default)]
@@ -856,9 +856,9 @@ impl Backend for AwsBackend {
         let wd = if working_directory == "~" {
             "~".to_string()
         } else if let Some(rest) = working_directory.strip_prefix("~/") {
-            format!("~/{}", crate::submit::shell_quote(rest))
+            format!("~/{}", crate::blueprint::submit::shell_quote(rest))
         } else {
-            crate::submit::shell_quote(working_directory)
+            crate::blueprint::submit::shell_quote(working_directory)
         };
         match command {
             Some(c) => {

@@ -17,11 +17,11 @@ use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 
+use crate::backend::objstore;
 use crate::backend::{Backend, BackendError};
 use crate::clock;
+use crate::commands::image::human_bytes;
 use crate::error::{Error, Result};
-use crate::image_cmds::human_bytes;
-use crate::objstore;
 use crate::output::Output;
 use crate::parse::Args;
 use crate::session::{Cloud, DevAmi};

@@ -1325,7 +1325,7 @@ That's all.
             let _ = parse(&text, Kind::Markdown);
             let _ = check_output(&lines(&text), &text);
             let _ = check_output(&lines(&text), "x");
-            let _ = crate::prose::render(&text, true);
+            let _ = crate::frontend::prose::render(&text, true);
         }
     }
 

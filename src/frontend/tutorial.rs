@@ -10,9 +10,9 @@
 use std::io::{BufRead, Write};
 
 use crate::error::Error;
+use crate::frontend::prose;
+use crate::frontend::script;
 use crate::output;
-use crate::prose;
-use crate::script;
 use crate::session::DevAmi;
 use crate::transcript::{self, Transcript};
 

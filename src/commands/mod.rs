@@ -9,6 +9,12 @@
 //!
 //! Defaults written here are for help only; the session applies the real defaults.
 
+pub mod data;
+pub mod image;
+pub mod instance;
+pub mod job;
+pub mod sweep;
+
 use std::fmt::Write as _;
 
 /// The kind of value an argument takes.
