@@ -165,7 +165,7 @@ impl DevAmi {
     }
 
     /// `check_clear`.
-    pub(crate) fn cmd_check_clear(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_check_clear(&mut self, _: &Args) -> Result<Output> {
         self.bp()?;
         Ok(match self.check_clear_inner()? {
             Clear::Yes(m) => Output::text(format!("{m}\nTrue")),
@@ -187,7 +187,7 @@ impl DevAmi {
     }
 
     /// `check_running`.
-    pub(crate) fn cmd_check_running(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_check_running(&mut self, _: &Args) -> Result<Output> {
         self.bp()?;
         let (ok, msg) = self.check_running_inner()?;
         Ok(Output::text(format!("{msg}\n{}", if ok { "True" } else { "False" })))
@@ -211,7 +211,7 @@ impl DevAmi {
     }
 
     /// `launch_devinstance(ami=None, volume_size=None, timeout=60, DryRun=False)`.
-    pub(crate) fn cmd_launch(&mut self, a: &Args) -> Result<Output> {
+    pub(crate) fn cmd_launch_devinstance(&mut self, a: &Args) -> Result<Output> {
         let bp = self.bp()?;
         let timeout = a.int("timeout").unwrap_or(60);
         if timeout <= 0 || timeout > MAX_MINUTES {
@@ -370,7 +370,7 @@ impl DevAmi {
     }
 
     /// `assign_instance(instance_id)`.
-    pub(crate) fn cmd_assign(&mut self, a: &Args) -> Result<Output> {
+    pub(crate) fn cmd_assign_instance(&mut self, a: &Args) -> Result<Output> {
         self.bp()?;
         let id = a.str("instance_id").unwrap_or_default().to_string();
         let cloud = self.cloud()?;
@@ -401,7 +401,7 @@ impl DevAmi {
     }
 
     /// `start_devinstance(timeout=60)`.
-    pub(crate) fn cmd_start(&mut self, a: &Args) -> Result<Output> {
+    pub(crate) fn cmd_start_devinstance(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let timeout = a.int("timeout").unwrap_or(60);
         if timeout <= 0 || timeout > MAX_MINUTES {
@@ -429,7 +429,7 @@ impl DevAmi {
     }
 
     /// `stop_devinstance()`.
-    pub(crate) fn cmd_stop(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_stop_devinstance(&mut self, _: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let (running, msg) = self.check_running_inner()?;
         if !running {
@@ -443,7 +443,7 @@ impl DevAmi {
     }
 
     /// `terminate_devinstance(force=False)`.
-    pub(crate) fn cmd_terminate(&mut self, a: &Args) -> Result<Output> {
+    pub(crate) fn cmd_terminate_devinstance(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let force = a.bool("force").unwrap_or(false);
         if !force && !self.state().instance_saved {
@@ -465,7 +465,7 @@ impl DevAmi {
     }
 
     /// `get_instance_state()`.
-    pub(crate) fn cmd_instance_state(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_get_instance_state(&mut self, _: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let inst = self.describe(&id)?;
         let reason = inst.state_reason.map(|r| format!(": {r}")).unwrap_or_default();
@@ -473,7 +473,7 @@ impl DevAmi {
     }
 
     /// `get_ip()`.
-    pub(crate) fn cmd_get_ip(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_get_ip(&mut self, _: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let inst = self.describe(&id)?;
         match inst.public_ip.or(inst.private_ip) {
@@ -483,7 +483,7 @@ impl DevAmi {
     }
 
     /// `get_lifetime()`.
-    pub(crate) fn cmd_get_lifetime(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_get_lifetime(&mut self, _: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let inst = self.describe(&id)?;
         Ok(Output::text(lifetime_message(&inst, clock::now())?))

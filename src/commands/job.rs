@@ -39,7 +39,7 @@ pub fn output_key(command_id: &str, instance_id: &str, stream: &str) -> String {
 
 impl DevAmi {
     /// `submit_job(submitpath, parallel=1)` (also `submit_job_log`).
-    pub(crate) fn cmd_submit(&mut self, a: &Args) -> Result<Output> {
+    pub(crate) fn cmd_submit_job(&mut self, a: &Args) -> Result<Output> {
         let path = a.str("submitpath").unwrap_or_default().to_string();
         let parallel = a.int("parallel").unwrap_or(1);
         if !(1..=64).contains(&parallel) {
@@ -234,7 +234,7 @@ impl DevAmi {
         if let Some(minutes) = self.state().current().and_then(|r| r.timeout_minutes) {
             args.set("timeout", Value::Int(i64::from(minutes)));
         }
-        let started = self.cmd_start(&args)?;
+        let started = self.cmd_start_devinstance(&args)?;
         self.console.print(&started.render());
         Ok(())
     }
@@ -275,7 +275,7 @@ impl DevAmi {
     }
 
     /// `jobs`: every job of the session, unfinished ones read afresh.
-    pub(crate) fn cmd_jobs(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_jobs(&mut self, _: &Args) -> Result<Output> {
         self.bp()?;
         if self.state().jobs.is_empty() {
             return Ok(Output::text("no jobs yet"));
@@ -756,7 +756,7 @@ impl DevAmi {
     }
 
     /// `ssh`: an interactive shell in the instance.
-    pub(crate) fn cmd_ssh(&mut self) -> Result<Output> {
+    pub(crate) fn cmd_ssh(&mut self, _: &Args) -> Result<Output> {
         if !self.options().interactive {
             return Err(Error::Refused("`ssh` needs a terminal; in scripts use `exec CMD`".into()));
         }

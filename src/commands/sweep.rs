@@ -415,7 +415,7 @@ impl DevAmi {
         let previous = self.state().instance.clone().filter(|p| p != id);
         let mut args = Args::default();
         args.set("instance_id", Value::Str(id.to_string()));
-        self.cmd_assign(&args)?;
+        self.cmd_assign_instance(&args)?;
         let rec = self.state().current();
         let what = rec.and_then(|r| r.instance_type.clone()).unwrap_or_else(|| s.what.clone());
         let state = rec.and_then(|r| r.last_state.clone()).unwrap_or_else(|| s.state.clone());

@@ -2,7 +2,7 @@
 //!
 //! Persistent history per user (`$DEVAMI_HISTORY`, else `$XDG_STATE_HOME/devami/history`, else
 //! `~/.local/state/devami/history`), completion of command names, keyword names, file paths and
-//! the instance and image ids the session knows (all from the command table in `command.rs`), a
+//! the instance and image ids the session knows (all from the command table in `commands/table.rs`), a
 //! prompt showing the blueprint and the current instance's state. Ctrl-C at the prompt clears the
 //! line; Ctrl-C during a command cancels that command (`interrupt.rs`); Ctrl-D or `exit` leaves,
 //! warning when an instance is still running.
