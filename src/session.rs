@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::future::Future;
 
-use crate::backend::{Backend, BackendError, BackendKind};
+use crate::backend::{Backend, BackendError, BackendKind, InstanceState};
 use crate::blueprint::Blueprint;
 use crate::clock;
 use crate::commands;
@@ -22,7 +22,7 @@ use crate::interrupt;
 use crate::output::Output;
 use crate::parse::{self, Invocation, Line};
 use crate::pricing;
-use crate::state::{State, StateStore};
+use crate::state::{SeenState, State, StateStore};
 
 /// The default name of the session object in call-form lines (`devami.launch_devinstance()`).
 pub const DEFAULT_OBJECT: &str = "devami";
@@ -259,10 +259,11 @@ impl DevAmi {
         let name = bp.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         match self.state.current() {
             Some(rec) => {
-                let st = rec.last_state.as_deref().unwrap_or("unknown");
+                let running = rec.last_state == Some(SeenState::Cloud(InstanceState::Running));
+                let st = rec.last_state.map_or("unknown", SeenState::as_str);
                 let left = match rec.lifetime_left(clock::now()) {
-                    Some(s) if st == "running" && s > 0 => format!(" {} left", clock::human_duration(s)),
-                    Some(_) if st == "running" => " lifetime over".to_string(),
+                    Some(s) if running && s > 0 => format!(" {} left", clock::human_duration(s)),
+                    Some(_) if running => " lifetime over".to_string(),
                     _ => String::new(),
                 };
                 format!("devami [{name} {} {st}{left}]> ", rec.id)
@@ -275,7 +276,7 @@ impl DevAmi {
     /// less (each once per instance and lifetime; extending the lifetime re-arms them).
     pub fn lifetime_warning(&mut self) -> Option<String> {
         let rec = self.state.current()?;
-        if rec.last_state.as_deref() != Some("running") {
+        if rec.last_state != Some(SeenState::Cloud(InstanceState::Running)) {
             return None;
         }
         let left = rec.lifetime_left(clock::now())?;
@@ -302,7 +303,7 @@ impl DevAmi {
     /// `--on-exit` says or (at a terminal) as the user answers, after showing what it costs.
     pub fn finish(&mut self) {
         let Some(rec) = self.state.current() else { return };
-        if !matches!(rec.last_state.as_deref(), Some("pending" | "running" | "stopping")) {
+        if !rec.last_state.is_some_and(SeenState::is_billed) {
             return;
         }
         let id = rec.id.clone();
@@ -368,8 +369,8 @@ impl DevAmi {
     /// A warning for leaving the shell while the current instance may still cost money.
     pub fn exit_warning(&self) -> Option<String> {
         let rec = self.state.current()?;
-        let st = rec.last_state.as_deref()?;
-        matches!(st, "pending" | "running" | "stopping").then(|| {
+        let st = rec.last_state?;
+        st.is_billed().then(|| {
             format!(
                 "instance {} is still {st} and keeps costing money; it stays tracked in `{}` — stop it with `stop_devinstance` or `terminate_devinstance` next time",
                 rec.id,
@@ -541,7 +542,7 @@ impl DevAmi {
             msg.push_str(&format!(
                 "\nresuming: current instance {} (last seen {})",
                 rec.id,
-                rec.last_state.as_deref().unwrap_or("in an unknown state")
+                rec.last_state.map_or("in an unknown state", SeenState::as_str)
             ));
         }
         msg

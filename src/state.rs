@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{ImageState, InstanceState, JobState};
 use crate::clock;
 use crate::error::{Error, Result};
 
@@ -120,7 +121,7 @@ pub struct InstanceRecord {
     pub timeout_minutes: Option<u32>,
     /// The last state devami saw, and when.
     #[serde(default)]
-    pub last_state: Option<String>,
+    pub last_state: Option<SeenState>,
     #[serde(default)]
     pub last_seen: Option<i64>,
     /// When the cloud last launched or started it (epoch seconds): its lifetime counts from here.
@@ -133,6 +134,68 @@ pub struct InstanceRecord {
     pub origin: String,
 }
 
+/// What the session last saw of an instance: a state the cloud reported, or `gone` when the cloud
+/// no longer knew it. Stored as the state's name (`running`, `gone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenState {
+    Cloud(InstanceState),
+    Gone,
+}
+
+impl SeenState {
+    /// The name shown and stored: EC2's name of the state, or `gone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeenState::Cloud(s) => s.as_str(),
+            SeenState::Gone => "gone",
+        }
+    }
+
+    /// Whether the instance may still cost compute: pending, running or stopping.
+    pub fn is_billed(self) -> bool {
+        matches!(
+            self,
+            SeenState::Cloud(InstanceState::Pending | InstanceState::Running | InstanceState::Stopping)
+        )
+    }
+
+    /// Whether the instance is over: terminated, shutting down or gone.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            SeenState::Cloud(InstanceState::Terminated | InstanceState::ShuttingDown) | SeenState::Gone
+        )
+    }
+}
+
+impl From<InstanceState> for SeenState {
+    fn from(s: InstanceState) -> SeenState {
+        SeenState::Cloud(s)
+    }
+}
+
+impl std::fmt::Display for SeenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SeenState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SeenState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "gone" => Ok(SeenState::Gone),
+            other => other.parse().map(SeenState::Cloud).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// One image the session has created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -141,7 +204,7 @@ pub struct ImageRecord {
     pub instance_id: String,
     pub created: i64,
     #[serde(default)]
-    pub last_state: Option<String>,
+    pub last_state: Option<ImageState>,
     /// Size in bytes, once the image is available.
     #[serde(default)]
     pub size_bytes: Option<u64>,
@@ -160,7 +223,7 @@ pub struct JobRecord {
     #[serde(default)]
     pub result_dir: Option<String>,
     #[serde(default)]
-    pub last_status: Option<String>,
+    pub last_status: Option<JobState>,
     #[serde(default)]
     pub exit_code: Option<i32>,
     /// When the command started and ended on the instance, epoch seconds, as last read.
@@ -529,7 +592,7 @@ mod tests {
             instance_type: Some("t2.micro".into()),
             recorded: 5,
             timeout_minutes: Some(60),
-            last_state: Some("running".into()),
+            last_state: Some(SeenState::Cloud(InstanceState::Running)),
             last_seen: Some(6),
             launch_time: None,
             volume_gib: None,

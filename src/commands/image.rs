@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::backend::{Image, ImageRequest, ImageState};
+use crate::backend::{Image, ImageRequest, ImageState, JobState};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
@@ -71,7 +71,7 @@ impl DevAmi {
     /// it is available (whichever command saw it become available).
     pub(crate) fn note_image(&mut self, img: &Image) {
         if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == img.id) {
-            rec.last_state = Some(img.state.to_string());
+            rec.last_state = Some(img.state.clone());
             if img.state == ImageState::Available && img.size_bytes.is_some() {
                 rec.size_bytes = img.size_bytes;
             }
@@ -81,7 +81,7 @@ impl DevAmi {
     /// [`DevAmi::note_image`] for an image the session records as `pending` (what `sweep` saw).
     pub(crate) fn note_pending_image(&mut self, img: &Image) {
         let pending = self.state().images.iter().rev().find(|r| r.id == img.id);
-        if pending.is_some_and(|r| r.last_state.as_deref() == Some("pending")) {
+        if pending.is_some_and(|r| r.last_state == Some(ImageState::Pending)) {
             self.note_image(img);
         }
     }
@@ -95,7 +95,7 @@ impl DevAmi {
             .state()
             .images
             .iter()
-            .filter(|r| r.last_state.as_deref() == Some("pending"))
+            .filter(|r| r.last_state == Some(ImageState::Pending))
             .map(|r| r.id.clone())
             .collect();
         if pending.is_empty() {
@@ -165,7 +165,7 @@ impl DevAmi {
             name: name.clone(),
             instance_id: id.clone(),
             created: clock::now(),
-            last_state: Some("pending".into()),
+            last_state: Some(ImageState::Pending),
             size_bytes: None,
         });
         st.instance_saved = true;
@@ -202,7 +202,7 @@ impl DevAmi {
             let cloud = self.cloud()?;
             cloud.call("deleting the failed image", cloud.backend.delete_image(image_id))?;
             if let Some(rec) = self.state_mut().images.iter_mut().rev().find(|r| r.id == image_id) {
-                rec.last_state = Some("deregistered".into());
+                rec.last_state = Some(ImageState::Deregistered);
             }
             self.console.print(&format!("image {image_id} deregistered"));
         }
@@ -237,7 +237,7 @@ impl DevAmi {
                 .filter(|j| {
                     j.instance_id == img.instance_id
                         && j.submitted >= since
-                        && j.last_status.as_deref() == Some("Success")
+                        && j.last_status == Some(JobState::Success)
                         && j.analysis.as_deref().is_none_or(|a| {
                             !crate::blueprint::submit::analysis_disagrees(
                                 crate::backend::JobState::Success,

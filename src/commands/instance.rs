@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use crate::backend::{BackendError, BackendKind, Instance, InstanceState, LaunchSpec};
+use crate::backend::{BackendError, BackendKind, ImageState, Instance, InstanceState, LaunchSpec};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::parse::Args;
 use crate::pricing;
 use crate::session::DevAmi;
-use crate::state::InstanceRecord;
+use crate::state::{InstanceRecord, SeenState};
 use crate::wait::{self, Probe};
 
 /// How long to wait for an instance to be running with both status checks passed.
@@ -60,7 +60,7 @@ impl DevAmi {
             st.ip = inst.public_ip.clone().or_else(|| inst.private_ip.clone());
         }
         if let Some(rec) = st.instances.iter_mut().rev().find(|r| r.id == inst.id) {
-            rec.last_state = Some(inst.state.to_string());
+            rec.last_state = Some(inst.state.into());
             rec.last_seen = Some(now);
             rec.launch_time = inst.launch_time.or(rec.launch_time);
             if let Some(t) = inst.tags.get("Timeout").and_then(|t| t.trim().parse::<u32>().ok()) {
@@ -75,7 +75,7 @@ impl DevAmi {
     pub(crate) fn record_gone(&mut self, id: &str) {
         let now = clock::now();
         if let Some(rec) = self.state_mut().instances.iter_mut().rev().find(|r| r.id == id) {
-            rec.last_state = Some("gone".into());
+            rec.last_state = Some(SeenState::Gone);
             rec.last_seen = Some(now);
         }
     }
@@ -288,7 +288,7 @@ impl DevAmi {
             instance_type: Some(instance_type),
             recorded: clock::now(),
             timeout_minutes: Some(timeout as u32),
-            last_state: Some(inst.state.to_string()),
+            last_state: Some(inst.state.into()),
             last_seen: Some(clock::now()),
             launch_time: inst.launch_time,
             volume_gib: None,
@@ -353,9 +353,9 @@ impl DevAmi {
             wait::poll(&what, Duration::from_secs(3 * 3600), || {
                 let cloud = self.cloud()?;
                 let img = cloud.call("describing the image", cloud.backend.describe_image(source))?;
-                match img.state.as_str() {
-                    "available" => Ok(Probe::Done(())),
-                    "pending" => Ok(Probe::Pending(format!(
+                match &img.state {
+                    ImageState::Available => Ok(Probe::Done(())),
+                    ImageState::Pending => Ok(Probe::Pending(format!(
                         "pending{}",
                         img.progress.map(|p| format!(" {p}%")).unwrap_or_default()
                     ))),
@@ -387,7 +387,7 @@ impl DevAmi {
                 instance_type: Some(inst.instance_type.clone()),
                 recorded: now,
                 timeout_minutes: inst.tags.get("Timeout").and_then(|t| t.parse().ok()),
-                last_state: Some(inst.state.to_string()),
+                last_state: Some(inst.state.into()),
                 last_seen: Some(now),
                 launch_time: None,
                 volume_gib: None,

@@ -161,7 +161,7 @@ impl DevAmi {
             dataset: Some(data_key.to_string()),
             config: Some(config.to_string()),
             result_dir: Some(outdir.clone()),
-            last_status: Some("Pending".into()),
+            last_status: Some(JobState::Pending),
             exit_code: None,
             started: None,
             ended: None,
@@ -282,7 +282,7 @@ impl DevAmi {
         }
         let all: Vec<usize> = (0..self.state().jobs.len()).collect();
         for &i in &all {
-            let unfinished = self.state().jobs[i].last_status.as_deref().is_none_or(|s| !is_final_status(s));
+            let unfinished = self.state().jobs[i].last_status.is_none_or(|s| !s.is_final());
             if unfinished && let Err(e) = self.refresh_job(i) {
                 if matches!(e, Error::Interrupted) {
                     return Err(e);
@@ -310,13 +310,11 @@ impl DevAmi {
                     j.dataset.clone().unwrap_or_else(|| "-".into()),
                     j.instance_id.clone(),
                     clock::format(j.submitted),
-                    match (&j.last_status, &j.analysis) {
-                        (Some(s), Some(a))
-                            if s.parse::<JobState>().is_ok_and(|st| submit::analysis_disagrees(st, a)) =>
-                        {
+                    match (j.last_status, &j.analysis) {
+                        (Some(s), Some(a)) if submit::analysis_disagrees(s, a) => {
                             format!("{s} (analysis {a})")
                         }
-                        (Some(s), _) => s.clone(),
+                        (Some(s), _) => s.to_string(),
                         (None, _) => "-".into(),
                     },
                     duration,
@@ -341,9 +339,9 @@ impl DevAmi {
         let cloud = self.cloud()?;
         let report = cloud
             .call("reading the job", cloud.backend.describe_command(&job.command_id, &job.instance_id))?;
-        let was_final = job.last_status.as_deref().is_some_and(is_final_status);
+        let was_final = job.last_status.is_some_and(JobState::is_final);
         let rec = &mut self.state_mut().jobs[index];
-        rec.last_status = Some(report.state.to_string());
+        rec.last_status = Some(report.state);
         rec.exit_code = report.exit_code;
         rec.started = report.started.or(rec.started);
         rec.ended = report.ended.or(rec.ended);
@@ -363,7 +361,7 @@ impl DevAmi {
     /// Whether a job ended well: the command succeeded and the analysis did not say otherwise.
     fn job_succeeded(&self, index: usize) -> bool {
         let j = &self.state().jobs[index];
-        j.last_status.as_deref() == Some("Success")
+        j.last_status == Some(JobState::Success)
             && j.analysis.as_deref().is_none_or(|a| !submit::analysis_disagrees(JobState::Success, a))
     }
 
@@ -788,11 +786,6 @@ pub(crate) fn closest<'a>(wanted: &str, keys: impl Iterator<Item = &'a str>) -> 
         .collect();
     scored.sort();
     scored.into_iter().take(3).filter(|(d, _)| *d < wanted.len().max(8)).map(|(_, k)| k).collect()
-}
-
-/// Whether a recorded status is one a job ends in.
-fn is_final_status(s: &str) -> bool {
-    s.parse::<JobState>().is_ok_and(JobState::is_final)
 }
 
 /// The text of a job's end: `Success (exit code 0)`, with the backend's detail when it gave one.

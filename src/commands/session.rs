@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, ImageState, InstanceState};
 use crate::blueprint::{lint, scaffold};
 use crate::clock;
 use crate::commands::{self, help};
@@ -15,6 +15,7 @@ use crate::output::Output;
 use crate::parse::Args;
 use crate::pricing;
 use crate::session::DevAmi;
+use crate::state::SeenState;
 
 impl DevAmi {
     /// `help [COMMAND]`.
@@ -104,9 +105,9 @@ impl DevAmi {
     /// `forget`: stops tracking the current instance (asks first unless it costs nothing).
     pub(crate) fn cmd_forget(&mut self, _: &Args) -> Result<Output> {
         let id = self.current_instance()?;
-        let last = self.state().current().and_then(|r| r.last_state.clone());
+        let last = self.state().current().and_then(|r| r.last_state);
         // A terminated (or vanished) instance costs nothing: forgetting it needs no question.
-        if !matches!(last.as_deref(), Some("terminated" | "gone")) {
+        if !matches!(last, Some(SeenState::Cloud(InstanceState::Terminated) | SeenState::Gone)) {
             let seen = last.map(|s| format!("last seen {s}")).unwrap_or_else(|| "state unknown".into());
             let question = format!("stop tracking instance {id} ({seen})? It may keep costing money");
             if !self.confirm("forget", &question)? {
@@ -162,9 +163,9 @@ impl DevAmi {
                 rows.push(vec!["instance".into(), rec.id.clone()]);
                 rows.push(vec![
                     "last known state".into(),
-                    match (&rec.last_state, rec.last_seen) {
+                    match (rec.last_state, rec.last_seen) {
                         (Some(s), Some(t)) => format!("{s} (at {} UTC)", clock::format(t)),
-                        (Some(s), None) => s.clone(),
+                        (Some(s), None) => s.to_string(),
                         _ => "unknown".into(),
                     },
                 ]);
@@ -190,7 +191,7 @@ impl DevAmi {
         let snapshot_bytes: u64 = st
             .images
             .iter()
-            .filter(|r| !matches!(r.last_state.as_deref(), Some("deregistered" | "failed")))
+            .filter(|r| !matches!(r.last_state, Some(ImageState::Deregistered | ImageState::Failed)))
             .filter_map(|r| r.size_bytes)
             .sum();
         rows.push(vec!["instances known".into(), st.instances.len().to_string()]);
@@ -226,7 +227,7 @@ impl DevAmi {
                     let hourly = r.instance_type.as_deref().and_then(|t| prices.hourly(t));
                     vec![
                         format!("{}{}", r.id, if st.instance.as_deref() == Some(&r.id) { " *" } else { "" }),
-                        r.last_state.clone().unwrap_or_else(|| "-".into()),
+                        r.last_state.map_or_else(|| "-".into(), |s| s.to_string()),
                         r.instance_type.clone().unwrap_or_else(|| "-".into()),
                         r.source.clone().or_else(|| r.image_id.clone()).unwrap_or_else(|| "-".into()),
                         clock::format(r.recorded),
@@ -250,7 +251,7 @@ impl DevAmi {
                 .map(|r| {
                     vec![
                         r.id.clone(),
-                        r.last_state.clone().unwrap_or_else(|| "-".into()),
+                        r.last_state.as_ref().map_or_else(|| "-".into(), ImageState::to_string),
                         r.name.clone(),
                         r.size_bytes.map(crate::commands::image::human_bytes).unwrap_or_else(|| "-".into()),
                         r.size_bytes
@@ -279,9 +280,11 @@ impl DevAmi {
 
 /// The lifetime left of an instance, for tables: `42m 10s`, `over`, or `-` when not running.
 fn lifetime_text(rec: &crate::state::InstanceRecord, now: i64) -> String {
-    match (rec.last_state.as_deref(), rec.lifetime_left(now)) {
-        (Some("running" | "pending"), Some(s)) if s > 0 => clock::human_duration(s),
-        (Some("running" | "pending"), Some(_)) => "over".into(),
+    let up =
+        matches!(rec.last_state, Some(SeenState::Cloud(InstanceState::Running | InstanceState::Pending)));
+    match rec.lifetime_left(now) {
+        Some(s) if up && s > 0 => clock::human_duration(s),
+        Some(_) if up => "over".into(),
         _ => "-".into(),
     }
 }
@@ -293,14 +296,15 @@ fn running_cost_text(
     now: i64,
     note: &str,
 ) -> String {
-    match (rec.last_state.as_deref(), hourly, rec.launch_time) {
-        (Some("running" | "pending"), Some(h), Some(t)) => format!(
+    use InstanceState::{Pending, Running, Stopped, Stopping};
+    match (rec.last_state, hourly, rec.launch_time) {
+        (Some(SeenState::Cloud(Running | Pending)), Some(h), Some(t)) => format!(
             "{} since {} UTC{note}",
             pricing::dollars(pricing::running_cost(h, now.saturating_sub(t))),
             clock::format(t)
         ),
-        (Some("running" | "pending"), None, _) => "unknown (no price for its type)".into(),
-        (Some("stopped" | "stopping"), _, _) => match rec.volume_gib {
+        (Some(SeenState::Cloud(Running | Pending)), None, _) => "unknown (no price for its type)".into(),
+        (Some(SeenState::Cloud(Stopped | Stopping)), _, _) => match rec.volume_gib {
             Some(gib) => {
                 let month = pricing::volume_month(f64::from(gib));
                 format!(

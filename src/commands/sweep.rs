@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::parse::{Args, Value};
 use crate::session::DevAmi;
+use crate::state::SeenState;
 
 /// The tag naming the blueprint (its PipelineName) on everything devami creates.
 pub const BLUEPRINT_TAG: &str = "devami:blueprint";
@@ -27,7 +28,6 @@ pub const BLUEPRINT_TAG: &str = "devami:blueprint";
 pub const USER_TAG: &str = "devami:user";
 
 /// Instance states after which nothing is left to track.
-const FINISHED: [&str; 3] = ["terminated", "shutting-down", "gone"];
 /// A current instance seen this many seconds ago is not checked again when a session starts.
 const RECENTLY_SEEN: i64 = 300;
 
@@ -208,7 +208,7 @@ impl DevAmi {
     /// the cloud never wait for it. Never fails the command: a failed check says nothing.
     pub(crate) fn warn_if_current_vanished(&mut self) {
         let Some(rec) = self.state().current() else { return };
-        if rec.last_state.as_deref().is_some_and(|s| FINISHED.contains(&s)) {
+        if rec.last_state.is_some_and(SeenState::is_finished) {
             return;
         }
         // Seen moments ago (the previous command of a script): no call needed.
@@ -293,7 +293,7 @@ impl DevAmi {
         for r in st.instances.iter().rev() {
             // The current instance always counts: its record says terminated once the vanished
             // warning has recorded what it saw, yet the session still points at it.
-            let finished = r.last_state.as_deref().is_some_and(|s| FINISHED.contains(&s));
+            let finished = r.last_state.is_some_and(SeenState::is_finished);
             if seen.insert(r.id.clone()) && (!finished || current.as_deref() == Some(r.id.as_str())) {
                 let knows = knows_instance(&r.id);
                 instance_records.push((r.clone(), knows));
@@ -301,7 +301,7 @@ impl DevAmi {
         }
         let mut image_records = Vec::new();
         for r in st.images.iter().rev() {
-            if seen.insert(r.id.clone()) && r.last_state.as_deref() != Some("deregistered") {
+            if seen.insert(r.id.clone()) && r.last_state != Some(ImageState::Deregistered) {
                 image_records.push(r.clone());
             }
         }
@@ -418,7 +418,7 @@ impl DevAmi {
         self.cmd_assign_instance(&args)?;
         let rec = self.state().current();
         let what = rec.and_then(|r| r.instance_type.clone()).unwrap_or_else(|| s.what.clone());
-        let state = rec.and_then(|r| r.last_state.clone()).unwrap_or_else(|| s.state.clone());
+        let state = rec.and_then(|r| r.last_state).map_or_else(|| s.state.clone(), |st| st.to_string());
         let mut text =
             format!("adopted instance {id} ({what}, {state}): it is now the session's current instance");
         if let Some(p) = previous {
@@ -493,7 +493,7 @@ impl DevAmi {
         let cloud = self.cloud()?;
         cloud.call("deleting the image", cloud.backend.delete_image(id))?;
         for rec in self.state_mut().images.iter_mut().filter(|r| r.id == id) {
-            rec.last_state = Some("deregistered".into());
+            rec.last_state = Some(ImageState::Deregistered);
         }
         let mut text = format!("image {id} deregistered and its snapshots deleted");
         if self.unsave_if_no_image_left() {
@@ -510,7 +510,8 @@ impl DevAmi {
         let st = self.state_mut();
         let Some(current) = st.instance.clone() else { return false };
         let left = st.images.iter().any(|r| {
-            r.instance_id == current && !matches!(r.last_state.as_deref(), Some("deregistered" | "failed"))
+            r.instance_id == current
+                && !matches!(r.last_state, Some(ImageState::Deregistered | ImageState::Failed))
         });
         if st.instance_saved && !left {
             st.instance_saved = false;
@@ -529,7 +530,7 @@ impl DevAmi {
             match s.kind {
                 Kind::Instance => {
                     for rec in st.instances.iter_mut().filter(|r| r.id == s.id) {
-                        rec.last_state = Some("gone".into());
+                        rec.last_state = Some(SeenState::Gone);
                         rec.last_seen = Some(now);
                     }
                     if current && st.instance.as_deref() == Some(s.id.as_str()) {
@@ -542,7 +543,7 @@ impl DevAmi {
                 }
                 Kind::Image => {
                     for rec in st.images.iter_mut().filter(|r| r.id == s.id) {
-                        rec.last_state = Some("deregistered".into());
+                        rec.last_state = Some(ImageState::Deregistered);
                     }
                     forgotten.push(format!("image {} (now `deregistered`)", s.id));
                 }
