@@ -284,10 +284,12 @@ impl ObjectStore {
             }
             Err(e) => Err(e),
         };
-        pending.armed = false;
+        // The guard stays armed until the abort has been answered: Ctrl-C also drops this future
+        // from `Cloud::call`, and a drop mid-abort must send the abort again, not lose it.
         pending.tasks.abort_all();
         while pending.tasks.join_next().await.is_some() {}
         let _ = tokio::time::timeout(ABORT_GRACE, pending.abort_request()).await;
+        pending.armed = false;
         result
     }
 

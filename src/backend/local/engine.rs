@@ -610,8 +610,15 @@ impl Engine {
     ) -> Result<Vec<(String, HashMap<String, String>, bool)>, LocalError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
         let opts = q::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let list =
-            self.docker.list_containers(Some(opts)).await.map_err(|e| engine_err("listing containers", e))?;
+        // Podman fails a whole list when a container it is listing is removed meanwhile
+        // ("container not known"); the list is asked again, as a removal takes moments.
+        let mut attempt = 0;
+        let list = loop {
+            match self.docker.list_containers(Some(opts.clone())).await {
+                Err(e) if attempt < LIST_RETRIES && removed_while_listing(&e) => attempt += 1,
+                listed => break listed.map_err(|e| engine_err("listing containers", e))?,
+            }
+        };
         Ok(list
             .into_iter()
             .map(|c| {
@@ -717,6 +724,15 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// How many times a container list is asked again after a container vanished during it.
+const LIST_RETRIES: u32 = 5;
+
+/// Whether a failed list only met a container removed while it was being listed (Podman).
+fn removed_while_listing(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { message, .. }
+        if message.contains("container not known") || message.contains("no such container"))
 }
 
 /// An image id as every engine takes it: a bare 64-digit id gets its `sha256:` (Podman's
