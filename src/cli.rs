@@ -189,11 +189,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
     // Options go before a mode as well as after it (`devami --backend aws run FILE`, as with
     // `git -C` or `cargo --locked`); a blueprint folder or `-c` does not go with a mode.
     if cli.mode.is_some() && (cli.dir.is_some() || cli.command.is_some()) {
-        let what = if cli.command.is_some() { "`-c`" } else { "a blueprint folder" };
-        return Err(Error::usage(format!(
-            "{what} cannot be given with a mode (`run`, `tutorial`, `check`, `init`): give the folder \
-             to the mode (`devami run --dir DIR FILE`), or run `devami DIR -c COMMANDS` alone"
-        )));
+        let given = if cli.command.is_some() { "`-c`" } else { "a blueprint folder" };
+        return Err(Error::ModeConflict { given });
     }
     let g = cli.global;
     let stdin_tty = std::io::stdin().is_terminal();
@@ -301,12 +298,8 @@ fn read_stdin() -> Result<Vec<u8>> {
 /// The text of a script, transcript or page, or a usage error (status 2: the input cannot be
 /// understood) when it is not UTF-8 or [looks binary](transcript::binary_at).
 fn text_from(bytes: Vec<u8>, shown: &str) -> Result<String> {
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::usage(format!(
-            "`{shown}` is not a text file (invalid UTF-8 at byte {}); scripts hold one command per line",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::NotText { file: shown.to_string(), byte: e.utf8_error().valid_up_to() })?;
     match transcript::binary_at(text.as_bytes()) {
         Some(at) => Err(transcript::binary_file(shown, text.as_bytes(), at)),
         None => Ok(text),

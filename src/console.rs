@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn errors_reach_the_terminal_escaped_and_cut() {
-        let err = Error::Refused(format!("a\u{1b}[2J\tb\r{}", "x".repeat(10_000)));
+        let err = Error::usage(format!("a\u{1b}[2J\tb\r{}", "x".repeat(10_000)));
         let shown = render_error(&err);
         let safe = terminal_safe(&shown);
         assert!(safe.starts_with("error: a\\u{1b}[2J\\tb\\r"), "{safe}");

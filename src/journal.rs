@@ -35,20 +35,14 @@ pub const FALLBACK_NAME: &str = "devami";
 /// The e-mail used when git configuration has none.
 pub const FALLBACK_EMAIL: &str = "devami@localhost";
 
-fn git_err(what: &str, path: &Path, e: git2::Error) -> Error {
-    Error::Refused(format!("git: could not {what} in `{}`: {}", path.display(), e.message()))
+fn git_err(action: &'static str, path: &Path, cause: git2::Error) -> Error {
+    Error::Git { action, path: path.to_path_buf(), cause }
 }
 
-/// The refusal for a lock file of the repository that exists: who may have left it, how to remove
-/// it, and what became of the commit (`outcome`).
-fn locked(lock: &Path, outcome: &str) -> Error {
-    Error::Refused(format!(
-        "git: `{}` exists, so {outcome}: a git command is running in the repository, or one was \
-         interrupted (a killed `update_blueprint` or `git commit`) and left its lock file behind; if \
-         no git command is running, remove it (`rm {}`) and retry",
-        lock.display(),
-        crate::parse::shell_quote(&lock.to_string_lossy())
-    ))
+/// The refusal for a lock file of the repository that exists: its message says who may have left
+/// it, how to remove it, and what became of the commit (`outcome`).
+fn locked(lock: &Path, outcome: &'static str) -> Error {
+    Error::GitLocked { lock: lock.to_path_buf(), outcome }
 }
 
 /// What became of a commit whose branch could not be moved.
@@ -68,12 +62,8 @@ impl Journal {
     pub fn open(file: &Path) -> Result<Journal> {
         let abs = std::fs::canonicalize(file).map_err(|e| Error::io("read", file, e))?;
         let dir = abs.parent().unwrap_or(Path::new("/"));
-        let repo = Repository::discover(dir).map_err(|_| {
-            Error::Refused(format!(
-                "`{}` is not inside a git repository, so the change cannot be recorded; run `git init` there (or `update_blueprint --init`)",
-                dir.display()
-            ))
-        })?;
+        let repo =
+            Repository::discover(dir).map_err(|_| Error::NotInRepository { dir: dir.to_path_buf() })?;
         Journal::with_repo(repo, &abs)
     }
 
@@ -85,15 +75,11 @@ impl Journal {
     }
 
     fn with_repo(repo: Repository, abs: &Path) -> Result<Journal> {
-        let workdir = repo
-            .workdir()
-            .and_then(|w| std::fs::canonicalize(w).ok())
-            .ok_or_else(|| Error::Refused("git: the repository has no work tree (bare repository)".into()))?;
+        let workdir =
+            repo.workdir().and_then(|w| std::fs::canonicalize(w).ok()).ok_or(Error::BareRepository)?;
         let rel = abs
             .strip_prefix(&workdir)
-            .map_err(|_| {
-                Error::Refused(format!("`{}` is outside the repository's work tree", abs.display()))
-            })?
+            .map_err(|_| Error::OutsideWorkTree { path: abs.to_path_buf() })?
             .to_path_buf();
         Ok(Journal { repo, rel })
     }
@@ -198,7 +184,7 @@ impl Journal {
 
     /// [`locked`] for a git2 error about a lock: the file it names, else the index's or the
     /// branch's that exists.
-    fn locked_by(&self, e: &git2::Error, outcome: &str) -> Error {
+    fn locked_by(&self, e: &git2::Error, outcome: &'static str) -> Error {
         let lock = lock_in(e)
             .or_else(|| self.lock_files().into_iter().find(|l| l.exists()))
             .unwrap_or_else(|| self.index_lock());
@@ -208,8 +194,9 @@ impl Journal {
     fn signature(&self) -> Result<Signature<'static>> {
         match self.repo.signature() {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Signature::now(FALLBACK_NAME, FALLBACK_EMAIL)
-                .map_err(|e| Error::Refused(format!("git: cannot make a signature: {}", e.message()))),
+            Err(_) => {
+                Signature::now(FALLBACK_NAME, FALLBACK_EMAIL).map_err(|cause| Error::GitSignature { cause })
+            }
         }
     }
 }

@@ -212,13 +212,11 @@ impl DevAmi {
             None => State::new(self.opts.backend.as_str()),
         };
         if state.backend != self.opts.backend.as_str() {
-            return Err(Error::Refused(format!(
-                "the session in `{}` uses the `{}` backend, not `{}`; rerun with `--backend {}` (its instances live there)",
-                blueprint.dir().display(),
-                state.backend,
-                self.opts.backend,
-                state.backend
-            )));
+            return Err(Error::BackendMismatch {
+                dir: blueprint.dir().to_path_buf(),
+                recorded: state.backend,
+                given: self.opts.backend,
+            });
         }
         // The folder is ours and its state sound: what writes killed before their rename left
         // (in `.devami/`, and beside the blueprint from older versions) goes.
@@ -392,10 +390,11 @@ impl DevAmi {
             Line::Command(inv) => {
                 if let Some(obj) = inv.object.as_ref().filter(|o| **o != self.object && o != &DEFAULT_OBJECT)
                 {
-                    return Err(Error::usage(format!(
-                        "`{obj}` is not defined; this session's object is `{}` (e.g. `{}.{}()`)",
-                        self.object, self.object, inv.spec.name
-                    )));
+                    return Err(Error::UnknownObject {
+                        name: obj.clone(),
+                        object: self.object.clone(),
+                        command: inv.spec.name,
+                    });
                 }
                 let outcome = self.execute(&inv);
                 // Persist whatever changed, even when the command failed half-way.
@@ -457,9 +456,9 @@ impl DevAmi {
                     let backend = rt.block_on(async {
                         tokio::select! {
                             r = connect => r.map_err(|source| match source {
-                                BackendError::Credentials { message, hint } => Error::Refused(format!(
-                                    "no valid AWS credentials ({message}); {hint}"
-                                )),
+                                BackendError::Credentials { message, hint } => {
+                                    Error::NoCredentials { message, hint }
+                                }
                                 source => Error::Backend { op: "connecting to AWS", source },
                             }),
                             () = watch_interrupt() => Err(Error::Interrupted),
@@ -500,12 +499,7 @@ impl DevAmi {
         let n = self.state.jobs.len();
         let resolved = if index < 0 { n as i64 + index } else { index };
         if resolved < 0 || resolved >= n as i64 {
-            let have = match n {
-                0 => "this session has submitted no jobs yet (see `submit_job`)".to_string(),
-                1 => "this session has 1 job: index 0 or -1".to_string(),
-                n => format!("this session has {n} jobs: indexes 0 to {} or -1 to -{n}", n - 1),
-            };
-            return Err(Error::Refused(format!("index {index} does not exist: {have}")));
+            return Err(Error::NoSuchJob { index, jobs: n });
         }
         Ok(resolved as usize)
     }

@@ -98,10 +98,7 @@ pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result
                     shown = true;
                 }
                 if elapsed >= deadline {
-                    break Err(Error::GaveUp(format!(
-                        "gave up waiting for {what} after {} (still {status}); the operation goes on and stays tracked — check again later",
-                        clock::human_duration(elapsed.as_secs() as i64)
-                    )));
+                    break Err(Error::WaitTimedOut { what: what.to_string(), waited: elapsed, status });
                 }
             }
             Err(e) => break Err(e),

@@ -64,8 +64,10 @@ impl DevAmi {
         let key = match a.str("key") {
             Some(k) => k.trim_start_matches('/').to_string(),
             None => {
-                let group = self.bp()?.affiliates().into_iter().next().ok_or_else(|| {
-                    Error::Refused("upload: give a KEY (the blueprint has no affiliate group for the default `GROUP/inputs/`)".into())
+                let group = self.bp()?.affiliates().into_iter().next().ok_or(Error::NoAffiliateGroup {
+                    command: "upload",
+                    give: "a KEY",
+                    default: Some("`GROUP/inputs/`"),
                 })?;
                 format!("{group}/inputs/{name}")
             }
@@ -116,9 +118,7 @@ impl DevAmi {
         let under: Vec<_> =
             objects.into_iter().filter(|o| o.key.starts_with(&prefix) && !o.key.ends_with('/')).collect();
         if under.is_empty() {
-            return Err(Error::Refused(format!(
-                "s3://{bucket}/{key} does not exist; `ls` shows what the bucket holds"
-            )));
+            return Err(Error::ObjectMissing { bucket, key });
         }
         let root = match given {
             Some(l) => PathBuf::from(l),
@@ -127,11 +127,10 @@ impl DevAmi {
         let items = under
             .iter()
             .map(|o| {
-                let rel = safe_relative(&o.key[prefix.len()..]).ok_or_else(|| {
-                    Error::Refused(format!(
-                        "refusing to download s3://{bucket}/{prefix}: key `{}` would leave the target folder; nothing was written",
-                        o.key
-                    ))
+                let rel = safe_relative(&o.key[prefix.len()..]).ok_or_else(|| Error::KeyLeavesFolder {
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    key: o.key.clone(),
                 })?;
                 Ok(Item { local: root.join(rel), key: o.key.clone(), size: o.size })
             })
@@ -178,10 +177,7 @@ fn files(n: usize) -> String {
 /// anything is sent, since reading it could block or never end).
 fn local_metadata(local: &Path) -> Result<std::fs::Metadata> {
     let meta = std::fs::metadata(local).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Refused(format!(
-            "`{}` does not exist; give the path of a file or folder to upload",
-            local.display()
-        )),
+        std::io::ErrorKind::NotFound => Error::LocalMissing { path: local.to_path_buf() },
         _ => Error::io("read", local, e),
     })?;
     if !meta.is_dir() {
@@ -308,12 +304,7 @@ fn folder_items(dir: &Path, key: &str) -> Result<Vec<Item>> {
         .into_iter()
         .map(|(local, size)| {
             let rel = local.strip_prefix(dir).unwrap_or(&local);
-            let rel = rel.to_str().ok_or_else(|| {
-                Error::Refused(format!(
-                    "`{}` has a name that is not UTF-8 and cannot be an S3 key; rename it",
-                    local.display()
-                ))
-            })?;
+            let rel = rel.to_str().ok_or_else(|| Error::NameNotUtf8 { path: local.clone() })?;
             let key = if base.is_empty() { rel.to_string() } else { format!("{base}/{rel}") };
             Ok(Item { local, key, size })
         })
@@ -356,7 +347,7 @@ fn safe_relative(rel: &str) -> Option<&Path> {
 /// A key's last segment as a default local name, refused when it would not name a new entry.
 fn checked_name(name: &str) -> Result<&str> {
     if matches!(name, "." | "..") || name.contains('\0') {
-        return Err(Error::Refused(format!("the key ends in `{name}`, which is no file name; give LOCAL")));
+        return Err(Error::KeyNotAFileName { name: name.to_string() });
     }
     Ok(name)
 }

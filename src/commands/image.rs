@@ -53,10 +53,9 @@ impl DevAmi {
                     Some(p) => format!("pending, {p}%"),
                     None => "pending".into(),
                 })),
-                other => Err(Error::Refused(format!(
-                    "image {image_id} is {other}: {}; delete it with the cloud console or `sweep` once you have read the reason",
-                    img.state_reason.unwrap_or_else(|| "the cloud gave no reason".into())
-                ))),
+                state => {
+                    Err(Error::ImageFailed { id: image_id.to_string(), state, reason: img.state_reason })
+                }
             }
         });
         if matches!(result, Err(Error::Interrupted)) {
@@ -113,15 +112,11 @@ impl DevAmi {
         }
     }
 
-    /// `create_devami(name)`.
     /// `import_image FILE [--as NAME]`: an image file of this machine becomes an image.
     pub(crate) fn cmd_import_image(&mut self, a: &Args) -> Result<Output> {
         let file = std::path::PathBuf::from(a.str("file").unwrap_or_default());
         if !file.is_file() {
-            return Err(Error::Refused(format!(
-                "{} is not a file: give a `docker save`/OCI archive or a root-filesystem tarball",
-                crate::error::shown(&file.display().to_string())
-            )));
+            return Err(Error::NotAnImageArchive { path: file });
         }
         let name = a.str("as").map(str::to_string);
         let cloud = self.cloud()?;
@@ -134,14 +129,12 @@ impl DevAmi {
         Ok(Output::text(format!("imported {} as {id}{bound}", file.display())))
     }
 
+    /// `create_devami(name)`.
     pub(crate) fn cmd_create_devami(&mut self, a: &Args) -> Result<Output> {
         let id = self.current_instance()?;
         let name = a.str("name").unwrap_or_default().to_string();
         if !valid_image_name(&name) {
-            return Err(Error::usage(format!(
-                "create_devami: invalid image name {}: use 3 to 128 letters, digits and ( ) [ ] . / - ' @ _ (e.g. `my-analysis-v1`)",
-                crate::error::shown(&name)
-            )));
+            return Err(Error::InvalidImageName { name });
         }
         let pipeline = self.bp()?.pipeline_name().unwrap_or_default().to_string();
         // The user as `launch_devinstance` tags instances: the last part of the caller's ARN.
@@ -172,7 +165,7 @@ impl DevAmi {
         self.persist()?;
         self.console.print(&format!("creating image {image_id} ({name}) from instance {id}"));
         if let Err(e) = self.wait_image(&image_id) {
-            if matches!(e, Error::Refused(_) | Error::GaveUp(_)) {
+            if matches!(e, Error::ImageFailed { .. } | Error::WaitTimedOut { .. }) {
                 // The image failed: the instance's work is not saved after all.
                 self.state_mut().instance_saved = false;
                 self.persist()?;
@@ -261,22 +254,14 @@ impl DevAmi {
         self.bp()?;
         let ami = match a.str("ami_id") {
             Some(id) => id.to_string(),
-            None => self.state().images.last().map(|r| r.id.clone()).ok_or_else(|| {
-                Error::Refused(
-                    "There is no record of an AMI that can be used to update the blueprint: create one with `create_devami NAME` or pass an image id"
-                        .into(),
-                )
-            })?,
+            None => self.state().images.last().map(|r| r.id.clone()).ok_or(Error::NoImageRecorded)?,
         };
         let message = a.str("message").unwrap_or("Not given").to_string();
         let force = a.bool("force").unwrap_or(false);
         let cloud = self.cloud()?;
         let img = cloud.call("checking the image", cloud.backend.describe_image(&ami))?;
         if img.state != ImageState::Available && !force {
-            return Err(Error::Refused(format!(
-                "image {ami} is {}, not available yet: wait for it before recording it in the blueprint (or pass `--force`)",
-                img.state
-            )));
+            return Err(Error::ImageNotAvailable { id: ami, state: img.state });
         }
         // Pick up edits made to the file since the session opened it.
         let dir = self.bp()?.dir().to_path_buf();
@@ -322,9 +307,9 @@ impl DevAmi {
             self.provenance(&ami, Some(img.name.as_str()).filter(|n| !n.is_empty())).join("\n")
         );
         let new = journal.commit_file(&after).map_err(|e| match e {
-            Error::Refused(why) => Error::Refused(format!(
-                "`{file}` now names image {ami}, but the change is not committed: {why}"
-            )),
+            Error::Git { .. } | Error::GitLocked { .. } | Error::GitSignature { .. } => {
+                Error::NotCommitted { file: file.clone(), ami: ami.clone(), cause: Box::new(e) }
+            }
             other => other,
         })?;
         lines.push(format!(

@@ -25,23 +25,20 @@ const STOP_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
 /// The longest lifetime (`--timeout`) and extension a command accepts, in minutes (about 69 days).
 const MAX_MINUTES: i64 = 100_000;
+/// What a `--timeout` must be, as its error says.
+const TIMEOUT_RULE: &str = "a positive integer (minutes) of at most 100,000";
 
-/// What `check_clear` found.
+/// What `check_clear` found: clear (with the original's message), or the live instance in the way.
 enum Clear {
     Yes(String),
-    No(String),
+    No { id: String, state: InstanceState },
 }
 
 impl DevAmi {
     /// The current instance's id, or the original's "No instance declared" error.
     pub(crate) fn current_instance(&self) -> Result<String> {
         self.bp()?;
-        self.state().instance.clone().ok_or_else(|| {
-            Error::Refused(
-                "No instance declared: launch one with `launch_devinstance` or adopt one with `assign_instance ID`"
-                    .to_string(),
-            )
-        })
+        self.state().instance.clone().ok_or(Error::NoInstance)
     }
 
     /// Describes an instance and records what was seen in the session state.
@@ -114,18 +111,16 @@ impl DevAmi {
                     .map(|(k, _)| k)
                     .collect();
                 if !failed.is_empty() {
-                    return Err(Error::Refused(format!(
-                        "instance {id} failed its {} status check (impaired); it stays tracked: stop and start it, or terminate it",
-                        failed.join(" and ")
-                    )));
+                    return Err(Error::InstanceImpaired { id: id.to_string(), checks: failed });
                 }
             }
             if unreachable {
-                let reason = inst.state_reason.clone().unwrap_or_else(|| "no reason given".into());
-                return Err(Error::Refused(format!(
-                    "instance {id} became {} instead of {target}: {reason}",
-                    inst.state
-                )));
+                return Err(Error::InstanceMissedTarget {
+                    id: id.to_string(),
+                    state: inst.state,
+                    target,
+                    reason: inst.state_reason.clone(),
+                });
             }
             let status = match (&inst.status_checks, inst.state) {
                 (Some((s, i)), InstanceState::Running) => format!("running, status checks {s}/{i}"),
@@ -153,7 +148,7 @@ impl DevAmi {
                     InstanceState::Stopped | InstanceState::Terminated | InstanceState::ShuttingDown => {
                         Clear::Yes(format!("Instance {id} exists, but is not active, safe to deploy"))
                     }
-                    st => Clear::No(format!("Instance {id} is {st}, not safe to deploy another.")),
+                    state => Clear::No { id, state },
                 })
             }
             Err(Error::Backend { source: BackendError::NotFound { .. }, .. }) => {
@@ -169,7 +164,9 @@ impl DevAmi {
         self.bp()?;
         Ok(match self.check_clear_inner()? {
             Clear::Yes(m) => Output::text(format!("{m}\nTrue")),
-            Clear::No(m) => Output::text(format!("{m}\nFalse")),
+            Clear::No { id, state } => {
+                Output::text(format!("Instance {id} is {state}, not safe to deploy another.\nFalse"))
+            }
         })
     }
 
@@ -196,18 +193,15 @@ impl DevAmi {
     /// The current instance, which must be running.
     pub(crate) fn require_running(&mut self) -> Result<String> {
         let id = self.current_instance()?;
-        let Some(current) = self.state().instance.clone() else {
-            return Err(Error::Refused("No instance declared".into()));
-        };
-        let inst = self.describe(&current)?;
-        let next = match inst.state {
+        let state = self.describe(&id)?.state;
+        let next = match state {
             InstanceState::Running => return Ok(id),
             InstanceState::Stopped => "start it with `start_devinstance`",
             InstanceState::Pending => "wait for it to be running (`get_instance_state`)",
             InstanceState::Stopping => "wait for it to stop, then `start_devinstance`",
             _ => "launch a new one with `launch_devinstance`",
         };
-        Err(Error::Refused(format!("Instance {current} is {}, not safe to test ({next})", inst.state)))
+        Err(Error::InstanceNotRunning { id, state, next: Some(next) })
     }
 
     /// `launch_devinstance(ami=None, volume_size=None, timeout=60, DryRun=False)`.
@@ -215,17 +209,23 @@ impl DevAmi {
         let bp = self.bp()?;
         let timeout = a.int("timeout").unwrap_or(60);
         if timeout <= 0 || timeout > MAX_MINUTES {
-            return Err(Error::usage(format!(
-                "launch_devinstance: timeout must be a positive integer (minutes) of at most 100,000, got {timeout}"
-            )));
+            return Err(Error::BadArgument {
+                command: "launch_devinstance",
+                argument: "timeout",
+                expected: TIMEOUT_RULE,
+                got: timeout.to_string(),
+            });
         }
         let volume_size = match a.int("volume_size") {
             None => None,
             Some(v) if (1..=16_384).contains(&v) => Some(v as u32),
             Some(v) => {
-                return Err(Error::usage(format!(
-                    "launch_devinstance: volume_size must be between 1 and 16384 GiB, got {v}"
-                )));
+                return Err(Error::BadArgument {
+                    command: "launch_devinstance",
+                    argument: "volume_size",
+                    expected: "between 1 and 16384 GiB",
+                    got: v.to_string(),
+                });
             }
         };
         let dry_run = a.bool("dry_run").unwrap_or(false);
@@ -238,11 +238,9 @@ impl DevAmi {
         let requested = a.str("ami").map(str::to_string);
         let blueprint_ami = bp.ami()?.to_string();
 
-        if let Clear::No(msg) = self.check_clear_inner()? {
+        if let Clear::No { id, state } = self.check_clear_inner()? {
             self.persist()?;
-            return Err(Error::Refused(format!(
-                "{msg} Stop or terminate it first, or `forget` it (one development instance per blueprint)"
-            )));
+            return Err(Error::InstanceInTheWay { id, state });
         }
         let source = requested.clone().unwrap_or_else(|| blueprint_ami.clone());
         let image_id = self.resolve_image(&source, requested.is_none())?;
@@ -359,10 +357,11 @@ impl DevAmi {
                         "pending{}",
                         img.progress.map(|p| format!(" {p}%")).unwrap_or_default()
                     ))),
-                    other => Err(Error::Refused(format!(
-                        "image {source} is {other}{}",
-                        img.state_reason.map(|r| format!(": {r}")).unwrap_or_default()
-                    ))),
+                    state => Err(Error::ImageUnusable {
+                        id: source.to_string(),
+                        state: state.clone(),
+                        reason: img.state_reason,
+                    }),
                 }
             })?;
         }
@@ -374,9 +373,9 @@ impl DevAmi {
         self.bp()?;
         let id = a.str("instance_id").unwrap_or_default().to_string();
         let cloud = self.cloud()?;
-        let inst = cloud.call("loading the instance", cloud.backend.describe_instance(&id)).map_err(|e| {
-            Error::Refused(format!("Instance with id {id} can't be loaded: {}", inner_message(&e)))
-        })?;
+        let inst = cloud
+            .call("loading the instance", cloud.backend.describe_instance(&id))
+            .map_err(|e| Error::InstanceNotLoadable { id: id.clone(), cause: Box::new(e) })?;
         let now = clock::now();
         let st = self.state_mut();
         if !st.instances.iter().any(|r| r.id == id) {
@@ -405,13 +404,15 @@ impl DevAmi {
         let id = self.current_instance()?;
         let timeout = a.int("timeout").unwrap_or(60);
         if timeout <= 0 || timeout > MAX_MINUTES {
-            return Err(Error::usage(format!(
-                "start_devinstance: timeout must be a positive integer (minutes) of at most 100,000, got {timeout}"
-            )));
+            return Err(Error::BadArgument {
+                command: "start_devinstance",
+                argument: "timeout",
+                expected: TIMEOUT_RULE,
+                got: timeout.to_string(),
+            });
         }
-        let (running, msg) = self.check_running_inner()?;
-        if running {
-            return Err(Error::Refused(format!("{msg}: it is already running")));
+        if self.describe(&id)?.state == InstanceState::Running {
+            return Err(Error::InstanceAlreadyRunning { id });
         }
         let cloud = self.cloud()?;
         cloud.call("starting the instance", cloud.backend.start(&id))?;
@@ -431,9 +432,9 @@ impl DevAmi {
     /// `stop_devinstance()`.
     pub(crate) fn cmd_stop_devinstance(&mut self, _: &Args) -> Result<Output> {
         let id = self.current_instance()?;
-        let (running, msg) = self.check_running_inner()?;
-        if !running {
-            return Err(Error::Refused(msg));
+        let state = self.describe(&id)?.state;
+        if state != InstanceState::Running {
+            return Err(Error::InstanceNotRunning { id, state, next: None });
         }
         let cloud = self.cloud()?;
         cloud.call("stopping the instance", cloud.backend.stop(&id))?;
@@ -447,10 +448,7 @@ impl DevAmi {
         let id = self.current_instance()?;
         let force = a.bool("force").unwrap_or(false);
         if !force && !self.state().instance_saved {
-            return Err(Error::Refused(format!(
-                "dev history not saved as ami, will not delete (override with force = True). No state change. \
-                 Save instance {id} with `create_devami NAME` first, or run `terminate_devinstance --force`"
-            )));
+            return Err(Error::UnsavedWork { id });
         }
         if !force && let Some(image) = self.state().images.last().map(|r| r.id.clone()) {
             self.console.print("waiting for created image to become available...");
@@ -478,7 +476,7 @@ impl DevAmi {
         let inst = self.describe(&id)?;
         match inst.public_ip.or(inst.private_ip) {
             Some(ip) => Ok(Output::text(ip)),
-            None => Err(Error::Refused(format!("instance {id} is {} and has no address", inst.state))),
+            None => Err(Error::NoAddress { id, state: inst.state }),
         }
     }
 
@@ -494,17 +492,17 @@ impl DevAmi {
         let id = self.current_instance()?;
         let extra = a.int("additional_time").unwrap_or(0);
         if extra <= 0 || extra > MAX_MINUTES {
-            return Err(Error::usage(format!(
-                "extend_lifetime: additional_time must be a positive number of minutes of at most 100,000, got {extra}"
-            )));
+            return Err(Error::BadArgument {
+                command: "extend_lifetime",
+                argument: "additional_time",
+                expected: "a positive number of minutes of at most 100,000",
+                got: extra.to_string(),
+            });
         }
         let dry_run = a.bool("dry_run").unwrap_or(false);
         let inst = self.describe(&id)?;
         if inst.state != InstanceState::Running {
-            return Err(Error::Refused(format!(
-                "instance {id} is {}: only a running instance's lifetime can be extended; `start_devinstance --timeout MINUTES` starts it with a new one",
-                inst.state
-            )));
+            return Err(Error::LifetimeNeedsRunning { id, state: inst.state });
         }
         let old = timeout_minutes(&inst)?;
         let new = old.saturating_add(extra);
@@ -531,20 +529,11 @@ impl DevAmi {
     }
 }
 
-fn inner_message(e: &Error) -> String {
-    match e {
-        Error::Backend { source, .. } => source.to_string(),
-        other => other.to_string(),
-    }
-}
-
 fn timeout_minutes(inst: &Instance) -> Result<i64> {
-    inst.tags.get("Timeout").and_then(|t| t.trim().parse::<i64>().ok()).ok_or_else(|| {
-        Error::Refused(format!(
-            "Timeout not given; not a valid development instance (instance {} has no numeric `Timeout` tag)",
-            inst.id
-        ))
-    })
+    inst.tags
+        .get("Timeout")
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .ok_or_else(|| Error::NoTimeoutTag { id: inst.id.clone() })
 }
 
 /// The original's lifetime sentence, from the launch time and the `Timeout` tag.

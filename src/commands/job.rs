@@ -43,9 +43,12 @@ impl DevAmi {
         let path = a.str("submitpath").unwrap_or_default().to_string();
         let parallel = a.int("parallel").unwrap_or(1);
         if !(1..=64).contains(&parallel) {
-            return Err(Error::usage(format!(
-                "submit_job: `parallel` must be between 1 and 64, got {parallel}"
-            )));
+            return Err(Error::BadArgument {
+                command: "submit_job",
+                argument: "`parallel`",
+                expected: "between 1 and 64",
+                got: parallel.to_string(),
+            });
         }
         let text =
             crate::state::read_regular_text(Path::new(&path)).map_err(|e| Error::io("read", &path, e))?;
@@ -214,7 +217,7 @@ impl DevAmi {
             let deadline = if expect_stop { HALT_WAIT } else { Duration::from_secs(20 * 60) };
             match self.wait_instance(&id, InstanceState::Stopped, deadline) {
                 Ok(inst) => state = inst.state,
-                Err(Error::GaveUp(_)) if expect_stop => {
+                Err(Error::WaitTimedOut { .. }) if expect_stop => {
                     state = self.describe(&id)?.state;
                     self.console.warn(&format!(
                         "instance {id} did not stop within {}s of the job's end although its COMMAND halts the machine; sending the next job anyway",
@@ -251,7 +254,7 @@ impl DevAmi {
 
     /// Objects for a `dataname` or `configname`: the key itself, or every object under it as a
     /// folder or prefix. A clear error naming the closest keys when there is none.
-    fn find_objects(&mut self, bucket: &str, name: &str, what: &str) -> Result<Vec<String>> {
+    fn find_objects(&mut self, bucket: &str, name: &str, what: &'static str) -> Result<Vec<String>> {
         let cloud = self.cloud()?;
         let objects = cloud.call("listing the bucket", cloud.backend.list_objects(bucket, name))?;
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
@@ -260,18 +263,15 @@ impl DevAmi {
             return Ok(found);
         }
         let all = cloud.call("listing the bucket", cloud.backend.list_objects(bucket, ""))?;
-        let close: Vec<String> =
-            closest(name, all.iter().map(|o| o.key.as_str())).into_iter().map(crate::error::shown).collect();
-        let hint = if close.is_empty() {
-            let folder = if what == "config" { "configs" } else { "inputs" };
-            format!("upload it first, e.g. `upload LOCAL_FILE GROUP/{folder}/NAME`")
-        } else {
-            format!("closest keys: {}", close.join(", "))
-        };
-        Err(Error::Refused(format!(
-            "{what} {} is not in bucket `{bucket}`; {hint}",
-            crate::error::shown(name)
-        )))
+        Err(Error::NotInBucket {
+            what,
+            name: name.to_string(),
+            bucket: bucket.to_string(),
+            closest: closest(name, all.iter().map(|o| o.key.as_str()))
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        })
     }
 
     /// `jobs`: every job of the session, unfinished ones read afresh.
@@ -467,7 +467,12 @@ impl DevAmi {
         let (index, job) = self.job_record(a)?;
         let tail = match a.int("tail") {
             Some(n) if n < 0 => {
-                return Err(Error::usage(format!("job_output: `tail` must be 0 or more, got {n}")));
+                return Err(Error::BadArgument {
+                    command: "job_output",
+                    argument: "`tail`",
+                    expected: "0 or more",
+                    got: n.to_string(),
+                });
             }
             n => n.map(|n| n as usize),
         };
@@ -574,10 +579,12 @@ impl DevAmi {
         let (index, job) = self.job_record(a)?;
         let report = self.refresh_job(index)?;
         if report.state.is_final() {
-            return Err(Error::Refused(format!(
-                "job {index} has already finished: {}",
-                describe_end(&report)
-            )));
+            return Err(Error::JobFinished {
+                index,
+                state: report.state,
+                exit_code: report.exit_code,
+                detail: report.detail,
+            });
         }
         let cloud = self.cloud()?;
         cloud.call("cancelling the job", cloud.backend.cancel_command(&job.command_id, &job.instance_id))?;
@@ -593,9 +600,7 @@ impl DevAmi {
     pub(crate) fn cmd_results(&mut self, a: &Args) -> Result<Output> {
         let (index, job) = self.job_record(a)?;
         let (Some(data), Some(dir)) = (&job.dataset, &job.result_dir) else {
-            return Err(Error::Refused(format!(
-                "job {index} has no result directory (it was not submitted from a submit file)"
-            )));
+            return Err(Error::NoResultDir { index });
         };
         let prefix = format!("{}/{dir}/", submit::group_of(data)?);
         if let Some(local) = a.str("download") {
@@ -640,10 +645,17 @@ impl DevAmi {
         let group = match a.str("group") {
             Some(g) if !g.is_empty() && !g.contains('/') => g.to_string(),
             Some(g) => {
-                return Err(Error::usage(format!("new_submit: `group` must be a plain name, got `{g}`")));
+                return Err(Error::BadArgument {
+                    command: "new_submit",
+                    argument: "`group`",
+                    expected: "a plain name",
+                    got: format!("`{g}`"),
+                });
             }
-            None => bp.affiliates().into_iter().next().ok_or_else(|| {
-                Error::Refused("new_submit: give `--group` (the blueprint has no affiliate group)".into())
+            None => bp.affiliates().into_iter().next().ok_or(Error::NoAffiliateGroup {
+                command: "new_submit",
+                give: "`--group`",
+                default: None,
             })?,
         };
         let out = match a.str("out") {
@@ -659,9 +671,7 @@ impl DevAmi {
                     .canonicalize()
                     .ok()
                     .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .ok_or_else(|| {
-                        Error::usage(format!("new_submit: `{name}` has no file name to upload under"))
-                    })?;
+                    .ok_or_else(|| Error::NoFileName { path: name.clone() })?;
                 let key = format!("{group}/{folder}/{base}");
                 let key = if local.is_dir() { format!("{key}/") } else { key };
                 plan.push((Some(name.clone()), key));
@@ -738,10 +748,7 @@ impl DevAmi {
         interrupt::check()?;
         match status.code() {
             Some(0) => Ok(Output::Empty),
-            Some(code) => {
-                Err(Error::Refused(format!("`{command}` exited with status {code} on instance {id}")))
-            }
-            None => Err(Error::Refused(format!("`{command}` was killed by a signal on instance {id}"))),
+            status => Err(Error::RemoteCommandFailed { command, id, status }),
         }
     }
 
@@ -756,7 +763,7 @@ impl DevAmi {
     /// `ssh`: an interactive shell in the instance.
     pub(crate) fn cmd_ssh(&mut self, _: &Args) -> Result<Output> {
         if !self.options().interactive {
-            return Err(Error::Refused("`ssh` needs a terminal; in scripts use `exec CMD`".into()));
+            return Err(Error::NeedsTerminal { command: "ssh", instead: "exec CMD" });
         }
         let id = self.require_running()?;
         let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
@@ -790,11 +797,16 @@ pub(crate) fn closest<'a>(wanted: &str, keys: impl Iterator<Item = &'a str>) -> 
 
 /// The text of a job's end: `Success (exit code 0)`, with the backend's detail when it gave one.
 fn describe_end(report: &JobReport) -> String {
-    let mut text = report.state.to_string();
-    if let Some(code) = report.exit_code {
+    ended(report.state, report.exit_code, report.detail.as_deref())
+}
+
+/// [`describe_end`] from the parts a report keeps (also the text of [`Error::JobFinished`]).
+pub(crate) fn ended(state: JobState, exit_code: Option<i32>, detail: Option<&str>) -> String {
+    let mut text = state.to_string();
+    if let Some(code) = exit_code {
         text.push_str(&format!(" (exit code {code})"));
     }
-    if let Some(detail) = &report.detail {
+    if let Some(detail) = detail {
         text.push_str(&format!(": {detail}"));
     }
     text

@@ -96,7 +96,12 @@ impl DevAmi {
     pub(crate) fn cmd_sleep(&mut self, a: &Args) -> Result<Output> {
         let secs = a.float("seconds").unwrap_or(0.0);
         if !(0.0..=86_400.0).contains(&secs) {
-            return Err(Error::usage(format!("sleep: `seconds` must be between 0 and 86400, got {secs}")));
+            return Err(Error::BadArgument {
+                command: "sleep",
+                argument: "`seconds`",
+                expected: "between 0 and 86400",
+                got: secs.to_string(),
+            });
         }
         interrupt::sleep(Duration::from_secs_f64(secs))?;
         Ok(Output::Empty)

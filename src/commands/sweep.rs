@@ -158,9 +158,7 @@ impl Action {
             if let Some(id) = a.str(name) {
                 let id = id.trim();
                 if id.is_empty() {
-                    return Err(Error::usage(format!(
-                        "sweep: `--{name}` needs an id, e.g. `sweep --{name} ID`"
-                    )));
+                    return Err(Error::MissingId { command: "sweep", option: name });
                 }
                 actions.push((name, make(id.to_string())));
             }
@@ -169,11 +167,7 @@ impl Action {
             actions.push(("forget", Action::Forget));
         }
         if actions.len() > 1 {
-            let names: Vec<String> = actions.iter().map(|(n, _)| format!("`--{n}`")).collect();
-            return Err(Error::usage(format!(
-                "sweep: give one action at a time, not {}; `sweep` alone lists what it finds",
-                names.join(" and ")
-            )));
+            return Err(Error::SweepActions { options: actions.iter().map(|(n, _)| *n).collect() });
         }
         Ok(actions.pop().map(|(_, a)| a).unwrap_or(Action::List))
     }
@@ -364,7 +358,7 @@ impl DevAmi {
         swept: &'a [Swept],
         kind: Kind,
         id: &str,
-        option: &str,
+        option: &'static str,
         scope: &str,
         all_users: bool,
     ) -> Result<&'a Swept> {
@@ -372,45 +366,33 @@ impl DevAmi {
             return Ok(s);
         }
         if let Some(other) = swept.iter().find(|s| s.id == id) {
-            return Err(Error::Refused(format!(
-                "`{id}` is an {}; `sweep --{option}` takes an {}",
-                other.kind.as_str(),
-                kind.as_str()
-            )));
+            return Err(Error::SweepWrongKind {
+                id: id.to_string(),
+                kind: other.kind.as_str(),
+                option,
+                wanted: kind.as_str(),
+            });
         }
-        let wider = if all_users { "" } else { " (`--all-users` also includes other users')" };
-        Err(Error::Refused(format!(
-            "{} `{id}` is not among the resources `sweep` finds for {scope}: run `sweep` to list them{wider}; nothing was changed",
-            kind.as_str()
-        )))
+        Err(Error::NotSwept { kind: kind.as_str(), id: id.to_string(), scope: scope.to_string(), all_users })
     }
 
     fn sweep_adopt(&mut self, swept: &[Swept], id: &str, scope: &str, all_users: bool) -> Result<Output> {
         let s = Self::swept_one(swept, Kind::Instance, id, "adopt", scope, all_users)?;
         match s.knows {
             Knows::Vanished { .. } => {
-                return Err(Error::Refused(format!(
-                    "instance {id} has vanished ({}); there is nothing to adopt — `sweep --forget` clears its record",
-                    s.state
-                )));
+                return Err(Error::NothingToAdopt { id: id.to_string(), state: s.state.clone() });
             }
-            Knows::Tracked => {
-                return Err(Error::Refused(format!(
-                    "instance {id} is already the session's current instance"
-                )));
-            }
+            Knows::Tracked => return Err(Error::AlreadyCurrent { id: id.to_string() }),
             Knows::Unknown | Knows::Forgotten => {}
         }
         if s.state == InstanceState::ShuttingDown.as_str() {
-            return Err(Error::Refused(format!("instance {id} is shutting-down; it cannot be adopted")));
+            return Err(Error::AdoptShuttingDown { id: id.to_string() });
         }
         if let Some(cur) = swept.iter().find(|c| c.kind == Kind::Instance && c.knows == Knows::Tracked)
-            && cur.state.parse::<InstanceState>().is_ok_and(InstanceState::is_live)
+            && let Ok(state) = cur.state.parse::<InstanceState>()
+            && state.is_live()
         {
-            return Err(Error::Refused(format!(
-                "the current instance {} is {}; stop or terminate it, or `forget` it, before adopting {id} (one development instance per blueprint)",
-                cur.id, cur.state
-            )));
+            return Err(Error::AdoptBlocked { current: cur.id.clone(), state, id: id.to_string() });
         }
         let previous = self.state().instance.clone().filter(|p| p != id);
         let mut args = Args::default();
@@ -433,20 +415,17 @@ impl DevAmi {
         let s = Self::swept_one(swept, Kind::Instance, id, "terminate", scope, all_users)?.clone();
         match s.knows {
             Knows::Vanished { .. } => {
-                return Err(Error::Refused(format!(
-                    "instance {id} is already gone ({}); `sweep --forget` clears its record",
-                    s.state
-                )));
+                return Err(Error::AlreadyGone {
+                    kind: Kind::Instance.as_str(),
+                    id: id.to_string(),
+                    state: s.state.clone(),
+                });
             }
-            Knows::Tracked => {
-                return Err(Error::Refused(format!(
-                    "instance {id} is the session's current instance: use `terminate_devinstance`, which refuses to lose unsaved work"
-                )));
-            }
+            Knows::Tracked => return Err(Error::SweepingCurrent { id: id.to_string() }),
             Knows::Unknown | Knows::Forgotten => {}
         }
         if s.state == InstanceState::ShuttingDown.as_str() {
-            return Err(Error::Refused(format!("instance {id} is already shutting-down")));
+            return Err(Error::AlreadyShuttingDown { id: id.to_string() });
         }
         let question =
             format!("terminate {}? Its root volume is deleted and the work on it is lost", s.describe());
@@ -473,15 +452,14 @@ impl DevAmi {
     ) -> Result<Output> {
         let s = Self::swept_one(swept, Kind::Image, id, "deregister", scope, all_users)?.clone();
         if let Knows::Vanished { .. } = s.knows {
-            return Err(Error::Refused(format!(
-                "image {id} is already gone ({}); `sweep --forget` clears its record",
-                s.state
-            )));
+            return Err(Error::AlreadyGone {
+                kind: Kind::Image.as_str(),
+                id: id.to_string(),
+                state: s.state,
+            });
         }
         if self.bp()?.ami().ok() == Some(id) {
-            return Err(Error::Refused(format!(
-                "the blueprint uses image {id} as its AMI (`Lambda.LambdaConfig.AMI`); record another image with `update_blueprint` before deleting this one"
-            )));
+            return Err(Error::ImageInBlueprint { id: id.to_string() });
         }
         let question = format!(
             "deregister {} and delete its snapshots? No instance can be launched from it afterwards",
