@@ -1,13 +1,7 @@
-//! Waiting for the cloud: polling with a short adaptive interval, progress, deadlines and Ctrl-C.
-//!
-//! Every wait of the session (instance running, stopped, terminated; image available; job done)
-//! goes through [`poll`]: it asks a probe for the current status, shows the status and the elapsed
-//! time on one updating line when stderr is a terminal (nothing in scripts, so transcripts stay
-//! stable), notices a change within a second (the interval starts at 100 ms and grows to 1 s),
-//! keeps polling through transient failures (endpoint unreachable, throttling) for
-//! `TRANSIENT_GRACE`, gives up only at a deadline sized by the caller, and returns
-//! `Err(Interrupted)` within 50 ms of
-//! Ctrl-C — leaving the operation itself running and tracked.
+//! Waiting for the cloud: every wait of the session (instance running, stopped, terminated;
+//! image available; job done) goes through [`poll`], so all backends get the same progress line,
+//! deadlines, retries and Ctrl-C handling. Invariant: a wait that ends early (deadline, Ctrl-C,
+//! error) never stops the operation it waited for, which stays running and tracked.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -29,22 +23,12 @@ pub enum Probe<T> {
 pub const TRANSIENT_GRACE: Duration = Duration::from_secs(20);
 
 /// Whether an error is worth retrying within a wait: the endpoint could not be reached, or the
-/// service asked to slow down.
+/// service asked to slow down (the backends sort their clouds' codes into these variants).
 fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Backend { source: BackendError::Unreachable { .. }, .. } => true,
-        Error::Backend { source: BackendError::Service { code: Some(c), .. }, .. } => {
-            matches!(
-                c.as_str(),
-                "RequestLimitExceeded"
-                    | "Throttling"
-                    | "ThrottlingException"
-                    | "ServiceUnavailable"
-                    | "InternalError"
-            )
-        }
-        _ => false,
-    }
+    matches!(
+        e,
+        Error::Backend { source: BackendError::Unreachable { .. } | BackendError::Throttled { .. }, .. }
+    )
 }
 
 /// The deadline to use: `DEVAMI_WAIT_MINUTES` when set, else the one sized for the operation.
@@ -57,8 +41,12 @@ pub fn deadline_for(sized: Duration) -> Duration {
         .unwrap_or(sized)
 }
 
-/// Polls `probe` until it is done, the deadline passes or Ctrl-C is pressed. The deadline is the
-/// one sized for the operation unless `DEVAMI_WAIT_MINUTES` overrides it.
+/// Polls `probe` until it is done, the deadline passes or Ctrl-C is pressed (`Err(Interrupted)`
+/// within 50 ms). The deadline is the one sized for the operation unless `DEVAMI_WAIT_MINUTES`
+/// overrides it. The interval starts at 100 ms and grows to 1 s, so a change is noticed within a
+/// second; transient failures (unreachable, throttled) are retried for [`TRANSIENT_GRACE`]. On a
+/// terminal the status and the elapsed time are shown on one updating line of stderr (nothing in
+/// scripts, so transcripts stay stable).
 pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result<Probe<T>>) -> Result<T> {
     let deadline = deadline_for(deadline);
     let start = Instant::now();
@@ -112,4 +100,26 @@ pub fn poll<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Result
         let _ = std::io::stderr().write_all(b"\r\x1b[2K");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(source: BackendError) -> Error {
+        Error::Backend { op: "describing the instance", source }
+    }
+
+    #[test]
+    fn unreachable_and_throttled_calls_are_transient_and_nothing_else() {
+        let unreachable = BackendError::Unreachable { endpoint: "e".into(), message: "refused".into() };
+        assert!(is_transient(&backend(unreachable)));
+        let throttled = BackendError::Throttled { code: "RequestLimitExceeded".into(), message: "m".into() };
+        assert!(is_transient(&backend(throttled)));
+        assert!(!is_transient(&backend(BackendError::not_found("instance", "i-1"))));
+        let other =
+            BackendError::Service { code: Some("InsufficientInstanceCapacity".into()), message: "m".into() };
+        assert!(!is_transient(&backend(other)));
+        assert!(!is_transient(&Error::Interrupted));
+    }
 }

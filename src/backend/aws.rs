@@ -1,13 +1,10 @@
-//! The AWS backend: EC2, SSM, S3 and STS through the official Rust SDK.
+//! The AWS backend: EC2, SSM, S3 and STS through the official Rust SDK, against AWS or any
+//! AWS-compatible endpoint.
 //!
-//! One `SdkConfig` is loaded through the standard credential chain (environment, shared profiles
-//! and `--profile`, SSO), with the region from `--region`, else the blueprint, else the chain, and
-//! an optional endpoint (`--endpoint-url` / `AWS_ENDPOINT_URL`) for AWS-compatible services (S3 is
-//! then addressed path-style). A preflight (`GetCallerIdentity`) on creation turns missing or
-//! expired credentials into one clear error before anything waits. This is the only module that
-//! names EC2, SSM and STS SDK types; errors leave it as [`BackendError`] with the service's code and
-//! message. Aliases resolve through SSM public parameters (names overridable with
-//! `DEVAMI_ALIAS_PARAM_<ALIAS>`); the original's fixed 2020 table is the last resort, with a warning.
+//! Invariants: this is the only module that names EC2, SSM and STS SDK types, and their error
+//! codes: errors leave it sorted into [`BackendError`] variants (`AwsBackend::map`), with the
+//! service's code and message in their text. Credentials are checked once, when the backend is
+//! created, so a missing or expired one is one clear error before anything waits.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,7 +89,10 @@ pub struct AwsBackend {
 }
 
 impl AwsBackend {
-    /// Loads the configuration and checks the credentials (`GetCallerIdentity`).
+    /// Loads the configuration through the standard credential chain (environment, shared
+    /// profiles and `--profile`, SSO), with the region from `--region`, else the blueprint, else
+    /// the chain, and the endpoint of `--endpoint-url` / `AWS_ENDPOINT_URL` if any (S3 is then
+    /// addressed path-style); then checks the credentials (`GetCallerIdentity`).
     pub async fn connect(
         opts: AwsOptions,
         blueprint_region: Option<String>,
@@ -149,7 +149,11 @@ impl AwsBackend {
         Ok(backend)
     }
 
-    /// Maps an SDK error to a backend error, keeping the AWS code and message.
+    /// Sorts an SDK error into a backend error, keeping the AWS code and message in its text: the
+    /// codes of a missing instance, image or parameter are `NotFound`, an instance in the wrong
+    /// state `InvalidState`, credential codes `Credentials`, the slow-down codes `Throttled` (see
+    /// [`BackendError::from_service`]; an answer of HTTP 5xx without a code is `InternalError`), a
+    /// connection that failed `Unreachable`.
     fn map<E>(&self, op: &str, err: SdkError<E>) -> BackendError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -171,9 +175,25 @@ impl AwsBackend {
                 .unwrap_or_else(|| format!("the service answered HTTP {status} without an error message"));
             return match code.as_str() {
                 "DryRunOperation" => BackendError::DryRunOk,
+                // Worded by devami around the service's message, as it always was.
                 "InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed" => {
-                    BackendError::NotFound { what: "instance", id: message }
+                    BackendError::not_found("instance", &message)
                 }
+                "InvalidAMIID.NotFound" => BackendError::NotFound {
+                    what: "image",
+                    code: Some(code),
+                    message: format!("{op}: {message}"),
+                },
+                "ParameterNotFound" => BackendError::NotFound {
+                    what: "parameter",
+                    code: Some(code),
+                    message: format!("{op}: {message}"),
+                },
+                "IncorrectInstanceState" => BackendError::InvalidState {
+                    what: "instance",
+                    code: Some(code),
+                    message: format!("{op}: {message}"),
+                },
                 "ExpiredToken"
                 | "ExpiredTokenException"
                 | "InvalidClientTokenId"
@@ -184,7 +204,7 @@ impl AwsBackend {
                     message: format!("{code}: {message}"),
                     hint: credentials_hint,
                 },
-                _ => BackendError::Service { code: Some(code), message: format!("{op}: {message}") },
+                _ => BackendError::from_service(Some(code), format!("{op}: {message}")),
             };
         }
         let text = DisplayErrorContext(&err).to_string();
@@ -401,6 +421,9 @@ impl Backend for AwsBackend {
         Ok(self.identity.clone())
     }
 
+    /// Resolves an alias through its SSM public parameter ([`alias_parameter`]); where the
+    /// parameter does not exist, the original's fixed 2020 table is the last resort (the source
+    /// says it may be stale).
     async fn resolve_alias(&self, name: &str) -> Result<Option<ResolvedImage>, BackendError> {
         let Some(param) = alias_parameter(name) else { return Ok(None) };
         match self.ssm.get_parameter().name(&param).send().await {
@@ -416,8 +439,7 @@ impl Backend for AwsBackend {
             }
             Err(e) => {
                 let err = self.map("GetParameter", e);
-                let not_found =
-                    matches!(&err, BackendError::Service { code: Some(c), .. } if c == "ParameterNotFound");
+                let not_found = matches!(&err, BackendError::NotFound { what: "parameter", .. });
                 match ALIASES.iter().find(|(a, _, _)| *a == name).and_then(|(_, _, fixed)| *fixed) {
                     Some(fixed) if not_found => Ok(Some(ResolvedImage {
                         alias: name.to_string(),
@@ -441,7 +463,8 @@ impl Backend for AwsBackend {
             .send()
             .await
             .map_err(|e| self.map("DescribeImages", e))?;
-        let img = out.images().first().ok_or_else(|| BackendError::Service {
+        let img = out.images().first().ok_or_else(|| BackendError::NotFound {
+            what: "image",
             code: Some("InvalidAMIID.NotFound".into()),
             message: format!("the image id `{image_id}` does not exist in {}", self.region),
         })?;
@@ -538,7 +561,7 @@ impl Backend for AwsBackend {
             .iter()
             .flat_map(|r| r.instances())
             .next()
-            .ok_or_else(|| BackendError::NotFound { what: "instance", id: instance_id.to_string() })?;
+            .ok_or_else(|| BackendError::not_found("instance", instance_id))?;
         let mut found = instance_of(inst, instance_id);
         let state = found.state;
         if let Some(image_id) = inst.image_id() {

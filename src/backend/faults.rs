@@ -1,49 +1,12 @@
-//! Fault injection: a [`Backend`] decorator that makes chosen calls fail, slow down or hang.
+//! Fault injection, a testing hook: a [`Backend`] decorator that makes chosen calls fail, slow
+//! down or hang, so that the transcripts of `tests/faults/` can show what a session does when the
+//! cloud misbehaves at a precise moment.
 //!
-//! This is a **testing hook**, not a feature: the error-path transcripts of `tests/faults/` use it
-//! to show what a session does when the cloud misbehaves at a precise moment (a throttled
-//! describe in the middle of a wait, credentials that expire while an instance starts, an image
-//! that fails). When the environment variable `DEVAMI_FAULTS` is set and not blank, the session
-//! wraps its backend (local or aws) in a [`FaultyBackend`], which delegates every call to the
-//! real backend except the ones its rules pick.
-//!
-//! # Grammar
-//!
-//! ```text
-//! DEVAMI_FAULTS="RULE[;RULE...]"
-//! RULE   = CALL[#N|#N+]=ACTION
-//! CALL   = launch | describe_instance | start | stop | terminate | create_image
-//!        | describe_image | delete_image | send_command | describe_command | cancel_command
-//!        | get_object | put_object | list_objects | upload_file | download_file | identity
-//!        | resolve_alias | find_instances | find_images | set_tags
-//!        | *                                   (every call)
-//! #N     = only the N-th call of CALL in this process (1-based)
-//! #N+    = the N-th call of CALL and every later one
-//!          (no #: every call of CALL)
-//! ACTION = fail[:MESSAGE]   a service error without a code (MESSAGE, or one naming the rule)
-//!        | throttle         a service error `ThrottlingException: Rate exceeded`
-//!        | expired          a credentials error: the security token expired (renew them)
-//!        | unreachable      the endpoint cannot be reached (connection refused)
-//!        | notfound         `NotFound` for the id of the call (instance, image, command, object)
-//!        | delay:DURATION   sleep DURATION (`250ms`, `3s`, `1.5s`, `2m`), then make the real call
-//!        | hang             never answer (only Ctrl-C, which drops the call, ends it)
-//! ```
-//!
-//! Calls are counted per method, from the first call the session makes through the decorator:
-//! every call counts, whether a rule picks it or not. With `*`, `#N` is the N-th call of each
-//! method. Rules are tried in order and the first one that picks a call decides what happens to
-//! it. Spaces around rules are ignored, and so are empty rules (a trailing `;`); a MESSAGE runs to
-//! the end of its rule, so it may hold `=`, `:` and `#` but not `;`.
-//!
-//! Examples: `describe_instance#2=throttle`, `describe_instance#2+=expired`,
-//! `create_image=fail:InsufficientInstanceCapacity`, `*=delay:200ms;download_file=hang`.
-//!
-//! A malformed value is one clear error line naming the bad rule (exit status 2) when the backend
-//! is created: the first command that needs the cloud, after the credential preflight on AWS.
-//! Nothing else happens then. Calls the session makes outside the trait are not seen: the AWS
-//! backend's credential preflight (`GetCallerIdentity` when it connects) and the calls a backend
-//! makes to itself (the local backend's `exec` and `ssh` run processes through `shell_command`,
-//! which is never faulted).
+//! When `DEVAMI_FAULTS` is set and not blank, the session wraps its backend (local or aws) in a
+//! [`FaultyBackend`] that delegates every call to it except those its rules pick (the grammar is
+//! at [`parse`]). Invariants: calls are counted per method, whether a rule picks them or not; an
+//! injected failure is the [`BackendError`] variant the real cloud's failure would be; calls made
+//! outside the trait are never seen (the AWS credential preflight, `shell_command`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,7 +76,7 @@ impl Which {
 pub enum Action {
     /// `BackendError::Service` without a code, with this message (or one naming the rule).
     Fail(Option<String>),
-    /// `BackendError::Service` with code `ThrottlingException` and message `Rate exceeded`.
+    /// `BackendError::Throttled` with code `ThrottlingException` and message `Rate exceeded`.
     Throttle,
     /// `BackendError::Credentials`: the security token expired.
     Expired,
@@ -145,6 +108,35 @@ impl Rule {
 }
 
 /// Parses a whole `DEVAMI_FAULTS` value; the error is one line naming the bad rule.
+///
+/// ```text
+/// DEVAMI_FAULTS="RULE[;RULE...]"
+/// RULE   = CALL[#N|#N+]=ACTION
+/// CALL   = launch | describe_instance | start | stop | terminate | create_image
+///        | describe_image | delete_image | send_command | describe_command | cancel_command
+///        | get_object | put_object | list_objects | upload_file | download_file | identity
+///        | resolve_alias | find_instances | find_images | set_tags
+///        | *                                   (every call)
+/// #N     = only the N-th call of CALL in this process (1-based)
+/// #N+    = the N-th call of CALL and every later one
+///          (no #: every call of CALL)
+/// ACTION = fail[:MESSAGE]   a service error without a code (MESSAGE, or one naming the rule)
+///        | throttle         throttling: `ThrottlingException: Rate exceeded`
+///        | expired          a credentials error: the security token expired (renew them)
+///        | unreachable      the endpoint cannot be reached (connection refused)
+///        | notfound         `NotFound` for the id of the call (instance, image, command, object)
+///        | delay:DURATION   sleep DURATION (`250ms`, `3s`, `1.5s`, `2m`), then make the real call
+///        | hang             never answer (only Ctrl-C, which drops the call, ends it)
+/// ```
+///
+/// With `*`, `#N` is the N-th call of each method. Rules are tried in order and the first one
+/// that picks a call decides what happens to it. Spaces around rules are ignored, and so are empty
+/// rules (a trailing `;`); a MESSAGE runs to the end of its rule, so it may hold `=`, `:` and `#`
+/// but not `;`. Examples: `describe_instance#2=throttle`, `describe_instance#2+=expired`,
+/// `create_image=fail:InsufficientInstanceCapacity`, `*=delay:200ms;download_file=hang`.
+///
+/// A malformed value is one clear error line naming the bad rule (exit status 2) when the backend
+/// is created: the first command that needs the cloud, after the credential preflight on AWS.
 pub fn parse(spec: &str) -> Result<Vec<Rule>, String> {
     spec.split(';')
         .map(str::trim)
@@ -342,8 +334,8 @@ impl FaultyBackend {
             Action::Fail(None) => {
                 BackendError::Service { code: None, message: format!("{call}: {}", injected()) }
             }
-            Action::Throttle => BackendError::Service {
-                code: Some("ThrottlingException".into()),
+            Action::Throttle => BackendError::Throttled {
+                code: "ThrottlingException".into(),
                 message: "Rate exceeded".into(),
             },
             Action::Expired => BackendError::Credentials {
@@ -354,7 +346,7 @@ impl FaultyBackend {
                 endpoint: format!("{} backend", self.inner.kind()),
                 message: format!("connection refused ({})", injected()),
             },
-            Action::NotFound => BackendError::NotFound { what: target.0, id: target.1 },
+            Action::NotFound => BackendError::not_found(target.0, &target.1),
         })
     }
 }
@@ -859,14 +851,13 @@ mod tests {
         let one = |spec: &str| rt.block_on(faulty(spec).stop("i-3")).unwrap_err();
         assert!(matches!(one("stop=fail"), BackendError::Service { code: None, .. }));
         let throttled = one("stop=throttle");
-        assert!(
-            matches!(&throttled, BackendError::Service { code: Some(c), .. } if c == "ThrottlingException")
-        );
+        assert!(matches!(&throttled, BackendError::Throttled { code, .. } if code == "ThrottlingException"));
         assert_eq!(throttled.to_string(), "ThrottlingException: Rate exceeded");
         assert!(matches!(one("stop=expired"), BackendError::Credentials { .. }));
         assert!(matches!(one("stop=unreachable"), BackendError::Unreachable { .. }));
         assert!(
-            matches!(one("stop=notfound"), BackendError::NotFound { what: "instance", id } if id == "i-3")
+            matches!(one("stop=notfound"), BackendError::NotFound { what: "instance", code: None, message }
+            if message == "instance `i-3` does not exist")
         );
     }
 

@@ -1,13 +1,11 @@
-//! The backend abstraction: instances, images, jobs and object storage.
+//! The backend abstraction: the [`Backend`] trait the session talks to, with its domain types
+//! (states, instances, images, job reports) and its errors.
 //!
-//! A backend is the cloud the session talks to. The session only sees the [`Backend`] trait and
-//! the domain types of this module (states, instances, images, job reports); SDK types never leave
-//! a backend's own module. Two implementations: [`local`] (the embedded default: containers of
-//! real OS images in a container engine, and an S3-compatible endpoint on loopback) and `aws` (the
-//! official SDK, also against any AWS-compatible endpoint). Decorators (fault injection, call
-//! recording) wrap a `Box<dyn Backend>`. Waits are not part of the trait: the session polls
-//! `describe_*` calls through `wait.rs`, so every backend gets the same progress display,
-//! deadlines and Ctrl-C handling.
+//! Two implementations: [`local`] (the default: containers on this machine and an embedded S3
+//! endpoint) and [`aws`]; decorators ([`faults`]) wrap a `Box<dyn Backend>`. Invariants: SDK types
+//! never leave a backend's own module, and callers decide on [`BackendError`] variants, never on a
+//! cloud's error codes (each backend sorts its failures itself); waits are not part of the trait
+//! (the session polls `describe_*` through `crate::wait`, so every backend gets the same waits).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -358,15 +356,24 @@ pub struct Identity {
     pub account: String,
 }
 
-/// A failure reported by a backend.
+/// A failure reported by a backend, named for what a caller may decide on it. Each backend sorts
+/// its cloud's answers into these variants itself, so no error code is matched outside
+/// `backend/`; a code the cloud gave stays in the message (`CODE: MESSAGE`), as the cloud gave it.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The thing asked for does not exist.
-    #[error("{what} `{}` does not exist", crate::error::shown_raw(id))]
-    NotFound { what: &'static str, id: String },
-    /// The operation is not allowed in the resource's current state.
-    #[error("{what} `{}` is {state}: {message}", crate::error::shown_raw(id))]
-    InvalidState { what: &'static str, id: String, state: String, message: String },
+    /// The thing asked for does not exist: the cloud's answer with its `code`, or devami's
+    /// sentence from [`BackendError::not_found`].
+    #[error("{}{message}", with_code(code))]
+    NotFound { what: &'static str, code: Option<String>, message: String },
+    /// The operation is not allowed in the resource's current state (an instance that is not
+    /// running, an image not available): the cloud's answer with its `code`, or devami's sentence
+    /// from [`BackendError::invalid_state`].
+    #[error("{}{message}", with_code(code))]
+    InvalidState { what: &'static str, code: Option<String>, message: String },
+    /// The service asked to slow down or is briefly unavailable (see [`SLOW_DOWN_CODES`]): worth
+    /// retrying a little later.
+    #[error("{code}: {message}")]
+    Throttled { code: String, message: String },
     /// Credentials are missing or expired.
     #[error("no valid credentials: {message}; {hint}")]
     Credentials { message: String, hint: String },
@@ -376,9 +383,57 @@ pub enum BackendError {
     /// A dry run would have succeeded (EC2's `DryRunOperation`).
     #[error("dry run succeeded: the request would have been accepted")]
     DryRunOk,
+    /// Ctrl-C stopped a transfer (see [`objstore::interrupted`]).
+    #[error("Interrupted: interrupted by Ctrl-C")]
+    Interrupted,
+    /// The local backend's own machinery failed (its container engine, its home's documents, a
+    /// request it refuses); shown as one text with its causes.
+    #[error("{}", .0.crossing_text())]
+    Local(local::error::LocalError),
     /// Any other failure of the service, with its error code when it has one.
-    #[error("{}{message}", code.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    #[error("{}{message}", with_code(code))]
     Service { code: Option<String>, message: String },
+}
+
+/// The error codes of AWS services (and of the local backend, which speaks them) that ask the
+/// caller to slow down or say the service is briefly unavailable: [`BackendError::Throttled`].
+pub const SLOW_DOWN_CODES: [&str; 6] = [
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+];
+
+/// `CODE: ` in front of a message, or nothing.
+fn with_code(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!("{c}: ")).unwrap_or_default()
+}
+
+impl BackendError {
+    /// ``{what} `{id}` does not exist``, in devami's words.
+    pub fn not_found(what: &'static str, id: &str) -> BackendError {
+        let message = format!("{what} `{}` does not exist", crate::error::shown_raw(id));
+        BackendError::NotFound { what, code: None, message }
+    }
+
+    /// ``{what} `{id}` is {state}: {why}``, in devami's words.
+    pub fn invalid_state(what: &'static str, id: &str, state: impl fmt::Display, why: &str) -> BackendError {
+        let message = format!("{what} `{}` is {state}: {why}", crate::error::shown_raw(id));
+        BackendError::InvalidState { what, code: None, message }
+    }
+
+    /// A service's answer that means nothing more specific to its backend: `Throttled` for the
+    /// [`SLOW_DOWN_CODES`], otherwise `Service`.
+    pub fn from_service(code: Option<String>, message: String) -> BackendError {
+        match code {
+            Some(code) if SLOW_DOWN_CODES.contains(&code.as_str()) => {
+                BackendError::Throttled { code, message }
+            }
+            code => BackendError::Service { code, message },
+        }
+    }
 }
 
 /// The cloud a session talks to. All calls return domain types; none block on a wait.
@@ -528,6 +583,38 @@ mod tests {
         assert!(carries_tags(&have, &want(&[("a", "1"), ("b", "2")])));
         assert!(!carries_tags(&have, &want(&[("a", "1"), ("c", "3")])));
         assert!(!carries_tags(&have, &want(&[("a", "*")])));
+    }
+
+    #[test]
+    fn errors_read_as_they_always_did() {
+        let gone = BackendError::not_found("instance", "i-1\u{1b}");
+        assert_eq!(gone.to_string(), "instance `i-1\\u{1b}` does not exist");
+        let busy = BackendError::invalid_state("instance", "i-2", InstanceState::Stopped, "it must run");
+        assert_eq!(busy.to_string(), "instance `i-2` is stopped: it must run");
+        let said = BackendError::NotFound {
+            what: "image",
+            code: Some("InvalidAMIID.NotFound".into()),
+            message: "DescribeImages: no such image".into(),
+        };
+        assert_eq!(said.to_string(), "InvalidAMIID.NotFound: DescribeImages: no such image");
+        assert_eq!(BackendError::Interrupted.to_string(), "Interrupted: interrupted by Ctrl-C");
+    }
+
+    #[test]
+    fn slow_down_codes_are_throttling_and_others_service_errors() {
+        for code in SLOW_DOWN_CODES {
+            let e = BackendError::from_service(Some(code.into()), "op: later".into());
+            assert!(matches!(&e, BackendError::Throttled { code: c, .. } if c == code), "{e:?}");
+            assert_eq!(e.to_string(), format!("{code}: op: later"));
+        }
+        let other = BackendError::from_service(Some("InsufficientInstanceCapacity".into()), "none".into());
+        assert!(
+            matches!(&other, BackendError::Service { code: Some(c), .. } if c == "InsufficientInstanceCapacity")
+        );
+        assert_eq!(other.to_string(), "InsufficientInstanceCapacity: none");
+        let bare = BackendError::from_service(None, "it broke".into());
+        assert!(matches!(&bare, BackendError::Service { code: None, .. }));
+        assert_eq!(bare.to_string(), "it broke");
     }
 
     #[test]

@@ -1,19 +1,9 @@
 //! Object storage through the S3 API, one code path for both backends.
 //!
-//! [`ObjectStore`] wraps an `aws_sdk_s3::Client`: [`ObjectStore::local`] points it at the local
-//! backend's embedded endpoint ([`crate::backend::local::s3server`]) with its home's key pair; the AWS backend
-//! builds its own client (standard credential chain, real S3 or any compatible endpoint) and
-//! hands it to [`ObjectStore::from_client`]. The rest of the crate sees plain bytes, paths,
-//! [`ObjectInfo`] and [`BackendError`]; SDK types stay in this file. Large files move in
-//! [`PART_SIZE`] parts, [`CONCURRENCY`] at a time; a download asks once (GET) and writes through a
-//! temporary file that is flushed and renamed into place. Ctrl-C ([`crate::interrupt`]) stops a
-//! transfer within 50 ms, aborts an unfinished multipart upload and never leaves a partial download
-//! under the final name nor its temporary file (the error is [`interrupted`], recognised by
-//! [`is_interrupted`]). The same holds when a transfer's future is dropped half-way (what
-//! `Cloud::call` does on Ctrl-C): guards abort the multipart upload before the drop returns and
-//! remove the temporary file. A download killed outright (SIGKILL) leaves its temporary file,
-//! named after its process: the next download into that folder removes it once no live process
-//! can be writing it.
+//! [`ObjectStore`] wraps an `aws_sdk_s3::Client`, of the local backend's embedded endpoint
+//! ([`ObjectStore::local`]) or of AWS ([`ObjectStore::from_client`]). Invariants: SDK types and S3
+//! error codes stay in this file; Ctrl-C or a dropped future stops a transfer, aborts its
+//! unfinished multipart upload and never leaves a partial download under the final name.
 
 use std::future::Future;
 use std::io::SeekFrom;
@@ -68,12 +58,12 @@ pub struct ObjectStore {
 
 /// The error of a transfer stopped by Ctrl-C.
 pub fn interrupted() -> BackendError {
-    BackendError::Service { code: Some("Interrupted".into()), message: "interrupted by Ctrl-C".into() }
+    BackendError::Interrupted
 }
 
 /// Whether `err` is [`interrupted`] (callers turn it into `Error::Interrupted`).
 pub fn is_interrupted(err: &BackendError) -> bool {
-    matches!(err, BackendError::Service { code: Some(code), .. } if code == "Interrupted")
+    matches!(err, BackendError::Interrupted)
 }
 
 impl ObjectStore {
@@ -546,20 +536,19 @@ impl ObjectStore {
         }
     }
 
-    /// An SDK error, with `NotFound` naming the bucket or object.
+    /// An SDK error, with `NotFound` naming the bucket or object in devami's words.
     fn fail<E>(&self, op: &str, bucket: &str, key: Option<&str>, err: SdkError<E>) -> BackendError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        match map_at(&self.endpoint, op, err) {
-            BackendError::NotFound { what: "bucket", .. } => {
-                BackendError::NotFound { what: "bucket", id: format!("s3://{bucket}") }
+        match (map_at(&self.endpoint, op, err), key) {
+            (BackendError::NotFound { what: "object", .. }, Some(key)) => {
+                BackendError::not_found("object", &format!("s3://{bucket}/{key}"))
             }
-            BackendError::NotFound { .. } => match key {
-                Some(key) => BackendError::NotFound { what: "object", id: format!("s3://{bucket}/{key}") },
-                None => BackendError::NotFound { what: "bucket", id: format!("s3://{bucket}") },
-            },
-            other => other,
+            (BackendError::NotFound { .. }, _) => {
+                BackendError::not_found("bucket", &format!("s3://{bucket}"))
+            }
+            (other, _) => other,
         }
     }
 
@@ -592,6 +581,9 @@ const CREDENTIAL_CODES: [&str; 6] = [
 const CREDENTIALS_HINT: &str =
     "check `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or `AWS_PROFILE`, or run `aws sso login` and retry";
 
+/// Sorts an S3 error into a [`BackendError`]: the S3 codes for a missing bucket or object (and a
+/// bare 404) are `NotFound`, credential codes `Credentials`, codes asking to slow down
+/// `Throttled`; the code and message stay as S3 gave them.
 fn map_at<E>(endpoint: &str, op: &str, err: SdkError<E>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -602,17 +594,19 @@ where
         let code = e.code().map(str::to_string);
         let message =
             e.message().map(str::to_string).unwrap_or_else(|| format!("`{op}` answered HTTP {status}"));
-        return match code.as_deref() {
-            Some("NoSuchBucket") => BackendError::NotFound { what: "bucket", id: message },
-            Some("NoSuchKey" | "NotFound" | "NoSuchUpload") => {
-                BackendError::NotFound { what: "object", id: message }
-            }
-            None if status == 404 => BackendError::NotFound { what: "object", id: message },
-            Some(c) if CREDENTIAL_CODES.contains(&c) => BackendError::Credentials {
+        let what = match code.as_deref() {
+            Some("NoSuchBucket") => Some("bucket"),
+            Some("NoSuchKey" | "NotFound" | "NoSuchUpload") => Some("object"),
+            None if status == 404 => Some("object"),
+            _ => None,
+        };
+        return match (what, code) {
+            (Some(what), code) => BackendError::NotFound { what, code, message },
+            (None, Some(c)) if CREDENTIAL_CODES.contains(&c.as_str()) => BackendError::Credentials {
                 message: format!("{c}: {message}"),
                 hint: CREDENTIALS_HINT.into(),
             },
-            _ => BackendError::Service { code, message },
+            (None, code) => BackendError::from_service(code, message),
         };
     }
     let text = DisplayErrorContext(&err).to_string();
@@ -938,11 +932,15 @@ mod tests {
         assert_eq!(s.list("alpha", "dir/").await.unwrap().len(), 1);
         assert!(s.list("alpha", "zzz").await.unwrap().is_empty());
         match s.get("alpha", "nope").await {
-            Err(BackendError::NotFound { what: "object", id }) => assert_eq!(id, "s3://alpha/nope"),
+            Err(BackendError::NotFound { what: "object", message, .. }) => {
+                assert_eq!(message, "object `s3://alpha/nope` does not exist")
+            }
             other => panic!("{other:?}"),
         }
         match s.list("missing-bucket", "").await {
-            Err(BackendError::NotFound { what: "bucket", id }) => assert_eq!(id, "s3://missing-bucket"),
+            Err(BackendError::NotFound { what: "bucket", message, .. }) => {
+                assert_eq!(message, "bucket `s3://missing-bucket` does not exist")
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -1032,7 +1030,8 @@ mod tests {
         let local = f.tmp.path().join("out.txt");
         let err = s.download_file("alpha", "missing.txt", &local, &mut |_, _| {}).await.unwrap_err();
         assert!(
-            matches!(&err, BackendError::NotFound { what: "object", id } if id == "s3://alpha/missing.txt"),
+            matches!(&err, BackendError::NotFound { what: "object", message, .. }
+                if message == "object `s3://alpha/missing.txt` does not exist"),
             "{err:?}"
         );
         // An existing file under the final name is kept as it was.

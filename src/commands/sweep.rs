@@ -173,17 +173,12 @@ impl Action {
     }
 }
 
-/// Whether an error says the image does not exist (the backends keep EC2's code).
+/// Whether an error says the image does not exist.
 fn image_not_found(e: &Error) -> bool {
-    match e {
-        Error::Backend { source: BackendError::NotFound { .. }, .. } => true,
-        Error::Backend { source: BackendError::Service { code: Some(c), .. }, .. } => {
-            c == "InvalidAMIID.NotFound"
-        }
-        _ => false,
-    }
+    matches!(e, Error::Backend { source: BackendError::NotFound { .. }, .. })
 }
 
+/// Whether an error says the instance does not exist.
 fn instance_not_found(e: &Error) -> bool {
     matches!(e, Error::Backend { source: BackendError::NotFound { .. }, .. })
 }

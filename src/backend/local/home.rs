@@ -1,24 +1,8 @@
 //! The local backend's machine-wide home: `$DEVAMI_HOME` (default `~/.local/share/devami`).
 //!
-//! Layout (one folder per object, one JSON document per folder):
-//!
-//! ```text
-//! images/<ami-id>/image.json          an image: name, state, the engine image it is, size
-//! instances/<i-id>/instance.json      an instance: state, tags, image, launch time, container
-//! instances/<i-id>/run/               its plumbing, bound at /run/devami inside (power commands,
-//!                                     the stop request a `shutdown` leaves)
-//! commands/<uuid>/job.json            a job: command, state, exit code
-//! buckets/<bucket>/<key>              the objects served by the embedded S3 endpoint
-//! engine/                             the Podman service devami starts (socket, config, log)
-//! aliases.json                        aliases bound by `import_image --as`
-//! run/                                endpoint address and key pair
-//! lock                                taken for every read-modify-write of the documents above
-//! ```
-//!
-//! Several shells on different blueprints (and detached job supervisors) share one home: every
-//! change of a document happens under [`Home::lock`] and is written atomically, and ids are drawn
-//! from the kernel's random source and checked against every id ever issued (`ids`), so they never
-//! repeat.
+//! Invariants: several shells and detached job supervisors share one home, so every change of a
+//! document happens under [`Home::lock`] and is written atomically; ids are drawn from the
+//! kernel's random source and checked against every id ever issued, so they never repeat.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -27,10 +11,26 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::LocalError;
 use crate::error::{Error, Result};
 use crate::state::{from_json_object, read_regular, write_atomically};
 
-/// The machine-wide folder of the local backend.
+/// The machine-wide folder of the local backend: one folder per object, one JSON document per
+/// folder.
+///
+/// ```text
+/// images/<ami-id>/image.json          an image: name, state, the engine image it is, size
+/// instances/<i-id>/instance.json      an instance: state, tags, image, launch time, container
+/// instances/<i-id>/run/               its plumbing, bound at /run/devami inside (power commands,
+///                                     the stop request a `shutdown` leaves)
+/// commands/<uuid>/job.json            a job: command, state, exit code
+/// buckets/<bucket>/<key>              the objects served by the embedded S3 endpoint
+/// engine/                             the Podman service devami starts (socket, config, log)
+/// aliases.json                        aliases bound by `import_image --as`
+/// run/                                endpoint address and key pair
+/// ids                                 every id ever issued
+/// lock                                taken for every read-modify-write of the documents above
+/// ```
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
@@ -51,7 +51,7 @@ impl Home {
                 let data = std::env::var_os("XDG_DATA_HOME")
                     .map(PathBuf::from)
                     .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-                    .ok_or_else(|| Error::Refused("set DEVAMI_HOME or HOME: the local backend needs a folder for its images and instances".into()))?;
+                    .ok_or(LocalError::NoHome)?;
                 data.join("devami")
             }
         };

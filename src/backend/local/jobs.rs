@@ -1,26 +1,10 @@
-//! SSM's AWS-RunShellScript for the local backend: real jobs inside the instance's container.
+//! SSM's AWS-RunShellScript for the local backend: real jobs inside the instance's container,
+//! each watched by a detached supervisor process (`devami __job HOME ID`), so that closing the
+//! shell never ends a job.
 //!
-//! `submit` writes `commands/<id>/job.json` (state `Pending`) and starts a detached supervisor
-//! (`devami __job HOME ID`: its own session, reparented to init, so closing the shell never ends a
-//! job). The supervisor marks the job `InProgress` and runs the commands in the container through
-//! the engine, as SSM runs them: as root, with root's home, `bash -c "<commands joined by
-//! newlines>"` in the working directory, with the embedded S3 endpoint's environment and
-//! `DEVAMI_COMMAND_ID`/`DEVAMI_INSTANCE_ID` in every process's environment. Its stdout and stderr
-//! are appended, as they arrive, to the two files where SSM puts them in the output bucket
-//! (`<prefix>/<command>/<instance>/awsrunShellScript/0.awsrunShellScript/{stdout,stderr}`), so
-//! `job_output` shows a printed line at once (SSM itself uploads only at the end).
-//!
-//! While the job runs the supervisor polls (100 ms for the process, 500 ms for the documents):
-//! the end of the process gives `Success` or `Failed` with its exit code (a process the kernel
-//! killed for memory says so, naming the instance type's limit); `executionTimeout` ends the job's
-//! processes and gives `TimedOut`; an instance that stops, or whose lifetime runs out, or whose
-//! scheduled `shutdown` comes due, ends the job as `Failed` with the reason; a job cancelled by
-//! another process is left as that process wrote it. When the job ends, a `shutdown` requested
-//! inside it stops the instance, as a cloud VM would. A job's processes are found inside the
-//! container by the `DEVAMI_COMMAND_ID` in their environment, so background children die with it.
-//! Every change of a job document is a compare-and-set under the home's lock, and the lock is
-//! never held while the engine works. A supervisor that dies is noticed by `report` (its pid and
-//! start time are kept in `commands/<id>/supervisor`) and its job is reported `Failed`.
+//! Invariants: every change of a job document is a compare-and-set under the home's lock, and the
+//! lock is never held while the engine works; a job's processes carry its `DEVAMI_COMMAND_ID` in
+//! their environment, which is how they are found and ended (background children included).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -149,37 +133,35 @@ pub fn output_key(meta: &JobMeta, stream: &str) -> String {
     parts.join("/")
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+fn check_name(what: &'static str, name: &str) -> Result<(), LocalError> {
     if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
-        return Err(Error::Refused(format!("invalid {what} `{name}`")));
+        return Err(LocalError::InvalidName { what, name: name.to_string() });
     }
     Ok(())
 }
 
-fn validate(meta: &JobMeta) -> Result<()> {
+fn validate(meta: &JobMeta) -> Result<(), LocalError> {
     check_name("command id", &meta.command_id)?;
     check_name("instance id", &meta.instance_id)?;
     check_name("output bucket", &meta.bucket)?;
     if meta.output_prefix.starts_with('/') || meta.output_prefix.split('/').any(|s| s == ".." || s == ".") {
-        return Err(Error::Refused(format!(
-            "invalid output prefix `{}`: use a key prefix such as `debug_direct/`",
-            meta.output_prefix
-        )));
+        return Err(LocalError::InvalidOutputPrefix { prefix: meta.output_prefix.clone() });
     }
     if meta.commands.is_empty() {
-        return Err(Error::Refused("a job needs at least one command".into()));
+        return Err(LocalError::NoCommands);
     }
     Ok(())
 }
 
-/// Records the job (`Pending`) and starts its detached supervisor; returns at once.
+/// Records the job (`commands/<id>/job.json`, `Pending`) and starts its detached supervisor (its
+/// own session, reparented to init); returns at once.
 pub fn submit(home: &Home, mut meta: JobMeta, env: &[(String, String)]) -> Result<()> {
     validate(&meta)?;
     let dir = home.command_dir(&meta.command_id);
     {
         let _lock = home.lock()?;
         if job_path(home, &meta.command_id).exists() {
-            return Err(Error::Refused(format!("command `{}` already exists", meta.command_id)));
+            return Err(LocalError::CommandExists { id: meta.command_id }.into());
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let text = serde_json::to_vec_pretty(env).map_err(|e| Error::StateCorrupt {
@@ -400,6 +382,19 @@ pub async fn end_processes(
     engine.run(container, &spec).await.map(|_| ())
 }
 
+/// Runs the job as SSM runs it: as root, with root's home, `bash -c "<commands joined by
+/// newlines>"` in the working directory, with the embedded S3 endpoint's environment and
+/// `DEVAMI_COMMAND_ID`/`DEVAMI_INSTANCE_ID` in every process's environment. Its stdout and stderr
+/// are appended, as they arrive, to the files where SSM puts them in the output bucket
+/// ([`output_key`]), so `job_output` shows a line at once (SSM itself uploads only at the end).
+///
+/// While the job runs, the process is polled every [`CHILD_POLL`] and the documents every
+/// [`DOC_POLL`]: the end of the process gives `Success` or `Failed` with its exit code (a process
+/// the kernel killed for memory says so, naming the instance type's limit); `executionTimeout`
+/// ends the job's processes and gives `TimedOut`; an instance that stops, or whose lifetime runs
+/// out, or whose scheduled `shutdown` comes due, ends the job as `Failed` with the reason; a job
+/// cancelled by another process is left as that process wrote it. When the job ends, a `shutdown`
+/// requested inside it stops the instance, as a cloud VM would.
 async fn run(home: &Home, engine: &Engine, meta: &JobMeta) -> Result<()> {
     let id = &meta.command_id;
     let iid = &meta.instance_id;
@@ -678,8 +673,9 @@ fn parse_stop_request(text: &str) -> StopRequest {
     }
 }
 
-/// What is known of a job now. A job whose supervisor is gone while the document still says it
-/// runs is reported `Failed` ("the job supervisor died").
+/// What is known of a job now. A job whose supervisor is gone (its pid and start time are kept
+/// in `commands/<id>/supervisor`) while the document still says it runs is reported `Failed`
+/// ("the job supervisor died").
 pub fn report(home: &Home, command_id: &str) -> Result<JobReport> {
     let meta = read_job(home, command_id)?;
     let mut state = meta.state;

@@ -1,16 +1,11 @@
-//! The local backend: a small private cloud on this machine.
+//! The local backend: a small private cloud on this machine, with EC2's, SSM's and S3's rules.
 //!
-//! Instances are containers of real OS images in a container engine (`engine.rs`: Docker,
-//! Docker Desktop or Podman, through the Docker Engine API), with EC2's states, rules, tags and
-//! lifetimes (`instances.rs`) and instance types as CPU and memory limits (`hardware.rs`); images
-//! are engine images, pulled or imported for the aliases and committed from instances
-//! (`images.rs`); jobs run inside the containers as SSM runs them, supervised by detached
-//! processes (`jobs.rs`); `exec` and `ssh` attach to a process in the container (`exec.rs`); and
-//! buckets are folders served over the S3 protocol by an embedded endpoint on 127.0.0.1
-//! (`s3server.rs`), which instances reach through host networking. Everything devami records
-//! lives under the machine-wide home (`home.rs`); everything the engine holds is labelled with
-//! that home and the resource's id. Invariant: no engine type leaves this folder, and its errors
-//! reach the session as [`BackendError`]s.
+//! Instances are containers of a container engine (`engine`, `instances`, `hardware`), images are
+//! engine images (`images`), jobs run in the containers under detached supervisors (`jobs`), and
+//! buckets are folders of the home served by an embedded S3 endpoint (`s3server`). Invariants:
+//! everything devami records lives under the machine-wide [`Home`], everything the engine holds
+//! is labelled with that home, and no engine type leaves this folder (errors leave it as
+//! [`BackendError`]s that keep their [`LocalError`] variant).
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -52,7 +47,9 @@ pub struct LocalBackend {
     buckets: Mutex<HashSet<String>>,
 }
 
-fn io_err(e: crate::error::Error) -> BackendError {
+/// An error of one of this backend's functions that return the crate's error (the home's
+/// documents, a job's refusals), as a backend error that keeps its [`LocalError`] variant.
+fn home_err(e: crate::error::Error) -> BackendError {
     BackendError::from(LocalError::from(e))
 }
 
@@ -140,32 +137,33 @@ impl LocalBackend {
 
     async fn instance(&self, id: &str) -> Result<InstanceMeta, BackendError> {
         if !is_id(id, "i-") || !self.home.instance_dir(id).join("instance.json").is_file() {
-            return Err(BackendError::NotFound { what: "instance", id: id.to_string() });
+            return Err(BackendError::not_found("instance", id));
         }
         let engine = self.engine().await?;
         Ok(instances::describe(&self.home, engine, id).await?)
     }
 
     fn image(&self, id: &str) -> Result<images::ImageMeta, BackendError> {
-        if !is_id(id, "ami-") || !self.home.image_dir(id).join("image.json").is_file() {
-            return Err(BackendError::Service {
-                code: Some(
-                    if is_id(id, "ami-") { "InvalidAMIID.NotFound" } else { "InvalidAMIID.Malformed" }.into(),
-                ),
-                message: format!("the image id {} does not exist", crate::error::shown(id)),
-            });
+        let message = format!("the image id {} does not exist", crate::error::shown(id));
+        if !is_id(id, "ami-") {
+            // A bad request rather than a missing image, as EC2 answers it.
+            return Err(BackendError::Service { code: Some("InvalidAMIID.Malformed".into()), message });
+        }
+        if !self.home.image_dir(id).join("image.json").is_file() {
+            let code = Some("InvalidAMIID.NotFound".into());
+            return Err(BackendError::NotFound { what: "image", code, message });
         }
         Ok(images::describe(&self.home, id)?)
     }
 
-    async fn require_running(&self, id: &str) -> Result<InstanceMeta, BackendError> {
+    /// The instance, if it is running; otherwise SSM's `InvalidInstanceId` answer to a command.
+    async fn running_for_command(&self, id: &str) -> Result<InstanceMeta, BackendError> {
         let meta = self.instance(id).await?;
         if meta.state != InstanceState::Running {
             return Err(BackendError::InvalidState {
                 what: "instance",
-                id: id.to_string(),
-                state: meta.state.to_string(),
-                message: "it must be running (start it with `start_devinstance`)".into(),
+                code: Some("InvalidInstanceId".into()),
+                message: format!("instance `{id}` is not in a valid state for commands (it must be running)"),
             });
         }
         Ok(meta)
@@ -179,10 +177,10 @@ impl LocalBackend {
         document: &str,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Vec<T>, BackendError> {
-        let _lock = self.home.lock().map_err(io_err)?;
+        let _lock = self.home.lock().map_err(home_err)?;
         let root = self.home.root().join(folder);
         let mut found = Vec::new();
-        for id in self.home.list(folder).map_err(io_err)? {
+        for id in self.home.list(folder).map_err(home_err)? {
             if let Ok(meta) = home::read_json::<T>(&root.join(&id).join(document))
                 && keep(&meta)
             {
@@ -280,7 +278,8 @@ impl Backend for LocalBackend {
         let engine_image = match (&image.state, &image.engine_image) {
             (ImageState::Available, Some(e)) => e.clone(),
             _ => {
-                return Err(BackendError::Service {
+                return Err(BackendError::InvalidState {
+                    what: "image",
                     code: Some("InvalidAMIID.Unavailable".into()),
                     message: format!("image `{}` is {}, not available", image.id, image.state),
                 });
@@ -303,7 +302,7 @@ impl Backend for LocalBackend {
             tags: &spec.tags,
             visible: spec.visible.as_deref(),
         };
-        let meta = instances::record_launch(&self.home, &launch).map_err(io_err)?;
+        let meta = instances::record_launch(&self.home, &launch).map_err(home_err)?;
         let meta = instances::make(&self.home, engine, &meta, &launch).await?;
         Ok(to_instance(meta))
     }
@@ -319,12 +318,12 @@ impl Backend for LocalBackend {
             InstanceState::Stopped => {
                 Ok(instances::start(&self.home, self.engine().await?, instance_id).await?)
             }
-            other => Err(BackendError::InvalidState {
-                what: "instance",
-                id: instance_id.into(),
-                state: other.to_string(),
-                message: "only a stopped instance can be started".into(),
-            }),
+            other => Err(BackendError::invalid_state(
+                "instance",
+                instance_id,
+                other,
+                "only a stopped instance can be started",
+            )),
         }
     }
 
@@ -336,12 +335,12 @@ impl Backend for LocalBackend {
                     .await?)
             }
             InstanceState::Stopping | InstanceState::Stopped => Ok(()),
-            other => Err(BackendError::InvalidState {
-                what: "instance",
-                id: instance_id.into(),
-                state: other.to_string(),
-                message: "a terminated instance cannot be stopped".into(),
-            }),
+            other => Err(BackendError::invalid_state(
+                "instance",
+                instance_id,
+                other,
+                "a terminated instance cannot be stopped",
+            )),
         }
     }
 
@@ -405,19 +404,19 @@ impl Backend for LocalBackend {
                 m.tags.insert(k.clone(), v.clone());
             }
         })
-        .map_err(io_err)?;
+        .map_err(home_err)?;
         Ok(())
     }
 
     async fn create_image(&self, request: &ImageRequest) -> Result<String, BackendError> {
         let meta = self.instance(&request.instance_id).await?;
         if !matches!(meta.state, InstanceState::Running | InstanceState::Stopped) {
-            return Err(BackendError::InvalidState {
-                what: "instance",
-                id: meta.id,
-                state: meta.state.to_string(),
-                message: "an image can be made only from a running or stopped instance".into(),
-            });
+            return Err(BackendError::invalid_state(
+                "instance",
+                &meta.id,
+                meta.state,
+                "an image can be made only from a running or stopped instance",
+            ));
         }
         Ok(images::create(&self.home, request, &meta.image_id)?)
     }
@@ -428,18 +427,12 @@ impl Backend for LocalBackend {
     }
 
     async fn send_command(&self, job: &JobSpec) -> Result<String, BackendError> {
-        self.require_running(&job.instance_id).await.map_err(|e| match e {
-            BackendError::InvalidState { id, .. } => BackendError::Service {
-                code: Some("InvalidInstanceId".into()),
-                message: format!("instance `{id}` is not in a valid state for commands (it must be running)"),
-            },
-            other => other,
-        })?;
+        self.running_for_command(&job.instance_id).await?;
         let env = self.endpoint()?.env();
         self.store_with(&job.output_bucket).await?;
         let id = {
-            let lock = self.home.lock().map_err(io_err)?;
-            self.home.new_uuid(&lock).map_err(io_err)?
+            let lock = self.home.lock().map_err(home_err)?;
+            self.home.new_uuid(&lock).map_err(home_err)?
         };
         let meta = jobs::JobMeta {
             command_id: id.clone(),
@@ -457,20 +450,20 @@ impl Backend for LocalBackend {
             ended: None,
             detail: None,
         };
-        jobs::submit(&self.home, meta, &env).map_err(io_err)?;
+        jobs::submit(&self.home, meta, &env).map_err(home_err)?;
         Ok(id)
     }
 
     async fn describe_command(&self, command_id: &str, instance_id: &str) -> Result<JobReport, BackendError> {
         if !self.home.command_dir(command_id).join("job.json").is_file() {
-            return Err(BackendError::NotFound { what: "command", id: command_id.to_string() });
+            return Err(BackendError::not_found("command", command_id));
         }
-        let report = jobs::report(&self.home, command_id).map_err(io_err)?;
+        let report = jobs::report(&self.home, command_id).map_err(home_err)?;
         if report.instance_id != instance_id {
-            return Err(BackendError::NotFound {
-                what: "command invocation",
-                id: format!("{command_id} on {instance_id}"),
-            });
+            return Err(BackendError::not_found(
+                "command invocation",
+                &format!("{command_id} on {instance_id}"),
+            ));
         }
         Ok(report)
     }
@@ -523,10 +516,10 @@ impl Backend for LocalBackend {
         _blueprint: Option<&Path>,
     ) -> Result<std::process::Command, BackendError> {
         if !is_id(id, "i-") || !self.home.instance_dir(id).join("instance.json").is_file() {
-            return Err(BackendError::NotFound { what: "instance", id: id.to_string() });
+            return Err(BackendError::not_found("instance", id));
         }
         let env = self.endpoint()?.env();
-        let exe = detach::devami_exe().map_err(io_err)?;
+        let exe = detach::devami_exe().map_err(home_err)?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("__exec").arg(self.home.root()).arg(id).arg("--cwd").arg(working_directory);
         for (k, v) in env {

@@ -1,52 +1,13 @@
-//! The local backend's S3-compatible endpoint: `buckets/<bucket>/<key>` served on loopback.
+//! The local backend's S3-compatible endpoint: the home's `buckets/<bucket>/<key>` files served on
+//! loopback with the S3 protocol (s3s and its file-system backend, behind the checks of
+//! `Guarded`), so that `aws s3 cp` and boto3 inside jobs, and the shell's own
+//! [`ObjectStore`](crate::backend::objstore::ObjectStore), work unchanged.
 //!
-//! One detached daemon per home (`devami __s3d HOME`, started on demand by [`ensure_running`])
-//! serves the home's `buckets/` folder with the S3 protocol (s3s with the s3s-fs file backend,
-//! SigV4 with the home's own random key pair, [`Keys`], kept in `run/s3-keys.json` readable by its
-//! owner alone and handed to instances), so that `aws s3 cp` and boto3
-//! inside jobs, and the shell's own [`ObjectStore`](crate::backend::objstore::ObjectStore), work unchanged.
-//! It records `run/s3.json` (`{pid, port, started}`) and `run/s3.port` after binding, keeps its
-//! port across restarts (jobs have the address in their environment), and exits after
-//! [`IDLE_TIMEOUT`] without a request. `run/s3d.lock` is held for the daemon's lifetime, so a home
-//! never has two.
-//!
-//! Storage (what s3s-fs does, and what this module adds):
-//! - an object is the plain file `buckets/<bucket>/<key>` (key segments are folders); GET, HEAD and
-//!   LIST read the file system at request time, so a file written directly into a bucket folder by
-//!   another process (the job supervisors' live output) is served without any PUT, with the size
-//!   the file has when the request arrives;
-//! - s3s-fs keeps optional sidecars next to the buckets, in `buckets/` itself:
-//!   `.bucket-<b64 bucket>.object-<b64 key>.internal.json` (ETag and checksums) and
-//!   `….metadata.json` (content type, user metadata), base64 URL-safe without padding. Without
-//!   them an object's ETag is the MD5 of its current content, computed per request. A sidecar left
-//!   by an earlier PUT would describe old content once the file is rewritten directly (and the
-//!   SDK checks the stored CRC against the body), so direct writers call [`prepare_direct_write`],
-//!   which removes them; the server also drops an `internal.json` older than its object;
-//! - sidecar file names grow with the key and s3s-fs fails a write when they exceed the file system's
-//!   255-byte name limit (keys of about 150 bytes), so such writes are staged under a short name and
-//!   renamed into place without sidecars.
-//!
-//! Unfinished multipart uploads (`.upload-<id>.json`, its parts `.upload_id-<id>.part-<n>` of up to
-//! 16 MiB each, and its sidecar `….upload-<id>.metadata.json`, all in `buckets/`) are what S3 keeps
-//! until a client aborts them or a lifecycle rule (`AbortIncompleteMultipartUpload`) expires them.
-//! A client killed mid-upload (SIGKILL, a power cut) aborts nothing, so the endpoint applies two
-//! rules of its own, and never to an upload with a part on its way:
-//! - an upload with no activity (creation or part) for [`ABANDONED_UPLOAD_AFTER`] (1 hour) is
-//!   aborted: when the daemon starts and every [`UPLOAD_SWEEP_EVERY`] while it runs. This is the
-//!   lifecycle rule S3 users set on their buckets, counted from the last part rather than from the
-//!   initiation (so a long upload that keeps sending parts is never cut) and shorter than the
-//!   usual days, as the disk is the developer's own;
-//! - once an upload of a key completes, the older unfinished uploads of the same key that received
-//!   no part since it began are aborted: a client still uploading sends parts, and an upload idle
-//!   during the whole newer upload was left by a client that died (the retry of a killed
-//!   `upload` is exactly this). On S3 they would wait for the lifecycle rule; here 16 MiB parts
-//!   would wait an hour on a developer's disk for nothing.
-//!
-//! Keys stay inside their bucket: s3s-fs resolves `bucket/key` lexically inside `buckets/` only, so
-//! `..` could reach another bucket or the sidecars; the `Guarded` layer refuses keys with `.` or
-//! `..` segments, a leading `/` or NUL, and any symbolic link on the way (bucket folder included)
-//! whose target is not inside the bucket. The check happens before the file operation (a process
-//! that can write to `buckets/` can race it, but such a process can read the files directly anyway).
+//! Invariants: one detached daemon per home (`devami __s3d HOME`, started on demand by
+//! [`ensure_running`]; `run/s3d.lock` is held for its lifetime), on a port that survives restarts
+//! (jobs have the address in their environment); requests are signed with the home's own key
+//! pair ([`Keys`]); an object is the plain file at its path, read at request time, so a file
+//! written directly into a bucket folder is served as it is; keys never leave their bucket.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -69,6 +30,7 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::backend::local::error::LocalError;
 use crate::backend::local::home::{Home, read_json, write_json};
 use crate::error::{Error, Result};
 use crate::state::write_atomically;
@@ -107,7 +69,12 @@ pub const REGION: &str = "us-east-1";
 /// The daemon exits after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// An unfinished multipart upload without activity (its creation, a part) for this long was
-/// abandoned by its client, and the endpoint aborts it (see the module's documentation).
+/// abandoned by its client (killed mid-upload, it aborts nothing), and the endpoint aborts it:
+/// when it starts and every [`UPLOAD_SWEEP_EVERY`] while it runs, never while a part is on its
+/// way. This is the lifecycle rule (`AbortIncompleteMultipartUpload`) S3 users set on their
+/// buckets, counted from the last part rather than from the initiation (so a long upload that
+/// keeps sending parts is never cut), and shorter than the usual days, as the disk is the
+/// developer's own.
 pub const ABANDONED_UPLOAD_AFTER: Duration = Duration::from_secs(3600);
 /// How often a running endpoint looks for abandoned multipart uploads.
 pub const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -202,10 +169,7 @@ fn start(home: &Home, exe: &Path) -> Result<Endpoint> {
                 // Another daemon holds the home: wait for its s3.json.
                 Ok(Some(status)) if status.success() => exited = true,
                 Ok(Some(status)) => {
-                    return Err(Error::Refused(format!(
-                        "the local S3 endpoint did not start ({status}); see `{}` for its log",
-                        log_path.display()
-                    )));
+                    return Err(LocalError::EndpointExited { status, log: log_path }.into());
                 }
                 Ok(None) => {}
                 Err(e) => return Err(Error::io("wait for", "the local S3 endpoint", e)),
@@ -215,12 +179,13 @@ fn start(home: &Home, exe: &Path) -> Result<Endpoint> {
             if !exited {
                 reap_later(child);
             }
-            return Err(Error::Refused(format!(
-                "the local S3 endpoint did not answer within {} s; see `{}` for its log, or remove `{}` and retry",
-                START_TIMEOUT.as_secs(),
-                log_path.display(),
-                run.join("s3.json").display()
-            )));
+            let record = run.join("s3.json");
+            return Err(LocalError::EndpointSilent {
+                seconds: START_TIMEOUT.as_secs(),
+                log: log_path,
+                record,
+            }
+            .into());
         }
         if let Err(e) = crate::interrupt::check() {
             if !exited {
@@ -307,7 +272,9 @@ fn reap_later(mut child: Child) {
     });
 }
 
-/// The daemon: `devami __s3d HOME_ROOT`. Returns the process exit status.
+/// The daemon: `devami __s3d HOME_ROOT`. Once bound it records `run/s3.json` (`{pid, port,
+/// started}`) and `run/s3.port`, and it exits after [`IDLE_TIMEOUT`] without a request. Returns
+/// the process exit status.
 pub fn serve(home_root: &Path) -> i32 {
     match serve_home(home_root, IDLE_TIMEOUT) {
         Ok(()) => 0,
@@ -743,24 +710,18 @@ impl Drop for Busy {
 /// that GET serves the file's current content. The caller then creates or appends to the file.
 pub fn prepare_direct_write(home: &Home, bucket: &str, key: &str) -> Result<PathBuf> {
     if !s3s::path::check_bucket_name(bucket) {
-        return Err(Error::Refused(format!(
-            "`{bucket}` is not a valid bucket name: use 3 to 63 lowercase letters, digits, dots and dashes"
-        )));
+        return Err(LocalError::InvalidBucketName { bucket: bucket.to_string() }.into());
     }
     if key.is_empty() || key.ends_with('/') {
-        return Err(Error::Refused(format!("object key `{key}` names a folder: give a file name")));
+        return Err(LocalError::KeyNamesFolder { key: key.to_string() }.into());
     }
     if let Some(why) = bad_key(key) {
-        return Err(Error::Refused(format!("object key `{key}` {why}: keys must stay inside their bucket")));
+        return Err(LocalError::KeyLeavesBucket { key: key.to_string(), why }.into());
     }
     let root = home.buckets_dir();
     let bucket_dir = root.join(bucket);
-    let path = check_links(&bucket_dir, key).map_err(|link| {
-        Error::Refused(format!(
-            "`{}` is a symbolic link that leads out of bucket `{bucket}`; remove it and retry",
-            link.display()
-        ))
-    })?;
+    let path = check_links(&bucket_dir, key)
+        .map_err(|link| LocalError::LinkLeavesBucket { link, bucket: bucket.to_string() })?;
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
     }
@@ -787,6 +748,23 @@ impl Drop for LatePart {
 /// s3s-fs behind the checks of this module: names validated, links refused, activity recorded,
 /// stale sidecars dropped, over-long sidecar names avoided, abandoned multipart uploads aborted.
 /// Only the operations listed here are served; the others answer `NotImplemented`.
+///
+/// Keys stay inside their bucket: s3s-fs resolves `bucket/key` lexically inside `buckets/` only,
+/// so `..` could reach another bucket or the sidecars; keys with `.` or `..` segments, a leading
+/// `/` or NUL are refused, and so is any symbolic link on the way (bucket folder included) whose
+/// target is not inside the bucket. The check happens before the file operation (a process that
+/// can write to `buckets/` can race it, but such a process can read the files directly anyway).
+///
+/// s3s-fs keeps optional sidecars next to the buckets, in `buckets/` itself:
+/// `.bucket-<b64 bucket>.object-<b64 key>.internal.json` (ETag and checksums) and
+/// `….metadata.json` (content type, user metadata). Without them an object's ETag is the MD5 of
+/// its current content, computed per request. A sidecar left by an earlier PUT would describe old
+/// content once the file is rewritten directly (and the SDK checks the stored CRC against the
+/// body), so direct writers call [`prepare_direct_write`], which removes them, and an
+/// `internal.json` older than its object is dropped. Sidecar names grow with the key, and s3s-fs
+/// fails a write whose sidecar name exceeds the file system's limit (keys of about 150 bytes), so
+/// such writes are staged under a short name ([`STAGING`]) and renamed into place without
+/// sidecars.
 struct Guarded {
     fs: s3s_fs::FileSystem,
     /// `buckets/`, canonical.
@@ -816,7 +794,11 @@ impl Guarded {
     }
 
     /// Aborts the unfinished uploads of `bucket`/`key` (as stored: staged keys included) other than
-    /// `done`, which completed, that showed no activity since `done` began (module documentation).
+    /// `done`, which completed, that showed no activity since `done` began: a client still
+    /// uploading sends parts, and an upload idle during the whole newer upload was left by a
+    /// client that died (the retry of a killed `upload` is exactly this). On S3 they would wait
+    /// for the lifecycle rule ([`ABANDONED_UPLOAD_AFTER`]); here their parts would wait on a
+    /// developer's disk for nothing.
     async fn abort_superseded(&self, bucket: &str, key: &str, done: &str, began: SystemTime) {
         let (root, uploads, done) = (self.root.clone(), Arc::clone(&self.uploads), done.to_string());
         let sidecar = format!(".bucket-{}.object-{}.upload-", b64(bucket), b64(key));
