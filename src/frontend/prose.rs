@@ -1,17 +1,14 @@
-//! Markdown prose rendered readably in a terminal, for the tutorial player.
+//! Markdown prose rendered readably in a terminal, for the tutorial player: headings stand out,
+//! paragraphs re-flow to the width, lists keep a hanging indent, code and tables stay verbatim,
+//! inline markup loses its markers (ANSI styles on a terminal) and HTML comments disappear.
 //!
-//! The tutorial player shows the prose of a page before each step. This module turns that
-//! markdown into plain lines: headings stand out (bold and underlined on a terminal,
-//! `== Title ==` otherwise), paragraphs are re-flowed to the width, lists keep a hanging indent,
-//! code blocks and tables are kept verbatim (code indented by four spaces), `inline code` and
-//! emphasis lose their markers (styled with ANSI escapes on a terminal), links read
-//! `text <url>` and HTML comments disappear. It is a small, forgiving subset of CommonMark:
-//! any input renders, nesting is bounded and every step is linear in the size of the text.
-//! Control characters of the input are dropped, so a page cannot send escapes to the terminal.
+//! Fenced code blocks are found as transcripts find them (pulldown-cmark); the rest is a small,
+//! forgiving, line-based subset of CommonMark. Any input renders with bounded nesting, and control
+//! characters are dropped, so a page cannot send escapes to the terminal.
 
 use std::collections::HashMap;
 
-use crate::transcript::{Fence, dedent, fence_closes, fence_open};
+use crate::transcript::markdown::{FencedBlock, fenced_blocks};
 
 /// The width used by [`render`].
 pub const DEFAULT_WIDTH: usize = 80;
@@ -38,9 +35,11 @@ pub fn render(md: &str, styled: bool) -> String {
 
 /// Renders markdown re-flowed to `width` columns; the result ends with a newline unless empty.
 pub fn render_width(md: &str, styled: bool, width: usize) -> String {
-    let lines = prepare(md);
-    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let out = blocks(&lines, width.max(MIN_WIDTH), styled, 0);
+    let md = md.strip_prefix('\u{feff}').unwrap_or(md);
+    let cleaned: Vec<String> = md.lines().map(clean).collect();
+    let (lines, fences) = prepare(&cleaned);
+    let lines: Vec<(usize, &str)> = lines.iter().map(|(k, l)| (*k, l.as_str())).collect();
+    let out = Renderer { styled, fences }.blocks(&lines, width.max(MIN_WIDTH), 0);
     let mut text = out.join("\n");
     if !text.is_empty() {
         text.push('\n');
@@ -48,24 +47,27 @@ pub fn render_width(md: &str, styled: bool, width: usize) -> String {
     text
 }
 
-/// Splits into lines, drops control characters and HTML comments, expands tabs.
-fn prepare(md: &str) -> Vec<String> {
-    let md = md.strip_prefix('\u{feff}').unwrap_or(md);
+/// Drops HTML comments outside fenced code blocks from cleaned lines. Returns the lines kept,
+/// each with its index, and the fenced code blocks by the index of their opening line (those that
+/// open inside a comment are no blocks).
+fn prepare(cleaned: &[String]) -> (Vec<(usize, String)>, HashMap<usize, FencedBlock>) {
+    let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
+    let mut found: HashMap<usize, FencedBlock> =
+        fenced_blocks(&refs).into_iter().map(|b| (b.opening, b)).collect();
+    let mut fences = HashMap::new();
     let mut lines = Vec::new();
-    let mut fence: Option<Fence> = None;
+    // The last line of the fenced code block being read.
+    let mut code_until: Option<usize> = None;
     let mut in_comment = false;
-    for raw in md.lines() {
-        let line = clean(raw);
-        if let Some(open) = &fence {
-            if fence_closes(&line, open) {
-                fence = None;
-            }
-            lines.push(line);
+    for (k, line) in cleaned.iter().enumerate() {
+        if code_until.is_some_and(|last| k <= last) {
+            lines.push((k, line.clone()));
             continue;
         }
-        if !in_comment && let Some(open) = fence_open(&line) {
-            fence = Some(open);
-            lines.push(line);
+        if !in_comment && let Some(block) = found.remove(&k) {
+            code_until = Some(block.last);
+            fences.insert(k, block);
+            lines.push((k, line.clone()));
             continue;
         }
         let mut kept = String::new();
@@ -96,10 +98,10 @@ fn prepare(md: &str) -> Vec<String> {
             }
         }
         if !(had_comment && kept.trim().is_empty()) {
-            lines.push(kept);
+            lines.push((k, kept));
         }
     }
-    lines
+    (lines, fences)
 }
 
 /// Drops control characters and expands tabs to 4-column stops.
@@ -127,135 +129,217 @@ fn is_blank(line: &str) -> bool {
     line.trim().is_empty()
 }
 
-/// Renders a sequence of block-level lines.
-fn blocks(lines: &[&str], width: usize, styled: bool, depth: usize) -> Vec<String> {
-    let width = width.max(MIN_WIDTH);
-    let mut out: Vec<String> = Vec::new();
-    let mut blank = false;
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if is_blank(line) {
-            blank = true;
-            i += 1;
-            continue;
-        }
-        if blank && !out.is_empty() {
-            out.push(String::new());
-        }
-        blank = false;
-        if depth >= MAX_DEPTH {
-            let end = lines[i..].iter().position(|l| is_blank(l)).map_or(lines.len(), |k| i + k);
-            out.extend(paragraph(&lines[i..end], width, styled));
-            i = end;
-            continue;
-        }
-        if let Some(fence) = fence_open(line) {
-            i += 1;
-            while i < lines.len() && !fence_closes(lines[i], &fence) {
-                out.push(verbatim(dedent(lines[i], fence.indent)));
+/// Removes up to `indent` leading spaces.
+fn dedent(line: &str, indent: usize) -> &str {
+    let spaces = line.bytes().take(indent).take_while(|&b| b == b' ').count();
+    line.get(spaces..).unwrap_or(line)
+}
+
+/// Block-level lines are numbered by their line in the page, which is how [`FencedBlock`]s are
+/// found again inside lists and quotes.
+type Lines<'a> = [(usize, &'a str)];
+
+/// What renders blocks: the style, and the fenced code blocks of the page.
+struct Renderer {
+    styled: bool,
+    /// By the line of their opening fence.
+    fences: HashMap<usize, FencedBlock>,
+}
+
+impl Renderer {
+    /// Renders a sequence of block-level lines.
+    fn blocks(&self, lines: &Lines, width: usize, depth: usize) -> Vec<String> {
+        let styled = self.styled;
+        let width = width.max(MIN_WIDTH);
+        let mut out: Vec<String> = Vec::new();
+        let mut blank = false;
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i].1;
+            if is_blank(line) {
+                blank = true;
                 i += 1;
+                continue;
             }
-            i += 1;
-            continue;
-        }
-        if let Some((level, text)) = atx_heading(line) {
-            out.push(heading(text, level, styled));
-            i += 1;
-            continue;
-        }
-        if is_rule(line) {
-            out.push("-".repeat(width.min(40)));
-            i += 1;
-            continue;
-        }
-        if indent(line) >= 4 {
-            while i < lines.len() {
-                if indent(lines[i]) >= 4 {
-                    out.push(verbatim(dedent(lines[i], 4)));
-                    i += 1;
-                } else if is_blank(lines[i]) {
-                    match lines[i..].iter().position(|l| !is_blank(l)).map(|k| i + k) {
-                        Some(k) if indent(lines[k]) >= 4 => {
-                            out.extend((i..k).map(|_| String::new()));
-                            i = k;
-                        }
-                        _ => break,
+            if blank && !out.is_empty() {
+                out.push(String::new());
+            }
+            blank = false;
+            if depth >= MAX_DEPTH {
+                let end = lines[i..].iter().position(|l| is_blank(l.1)).map_or(lines.len(), |k| i + k);
+                out.extend(paragraph(&lines[i..end], width, styled));
+                i = end;
+                continue;
+            }
+            if let Some(block) = self.fence_at(lines[i]) {
+                i += 1;
+                while let Some(&(k, _)) = lines.get(i).filter(|l| l.0 <= block.last) {
+                    if let Some(content) = k.checked_sub(block.opening + 1).and_then(|n| block.content.get(n))
+                    {
+                        out.push(verbatim(content));
                     }
-                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            if let Some((level, text)) = atx_heading(line) {
+                out.push(heading(text, level, styled));
+                i += 1;
+                continue;
+            }
+            if is_rule(line) {
+                out.push("-".repeat(width.min(40)));
+                i += 1;
+                continue;
+            }
+            if indent(line) >= 4 {
+                while i < lines.len() {
+                    if indent(lines[i].1) >= 4 {
+                        out.push(verbatim(dedent(lines[i].1, 4)));
+                        i += 1;
+                    } else if is_blank(lines[i].1) {
+                        match lines[i..].iter().position(|l| !is_blank(l.1)).map(|k| i + k) {
+                            Some(k) if indent(lines[k].1) >= 4 => {
+                                out.extend((i..k).map(|_| String::new()));
+                                i = k;
+                            }
+                            _ => break,
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                continue;
+            }
+            if quote(line).is_some() {
+                let mut inner = Vec::new();
+                while let Some(rest) = lines.get(i).and_then(|l| quote(l.1).map(|q| (l.0, q))) {
+                    inner.push(rest);
+                    i += 1;
+                }
+                for l in self.blocks(&inner, width.saturating_sub(2), depth + 1) {
+                    out.push(if l.is_empty() { ">".to_string() } else { format!("> {l}") });
+                }
+                continue;
+            }
+            if let Some(item) = list_item(line) {
+                i = self.list_item_block(lines, i, item, width, depth, &mut out);
+                continue;
+            }
+            if line.trim_start().starts_with('|') {
+                while i < lines.len() && lines[i].1.trim_start().starts_with('|') {
+                    out.push(lines[i].1.trim_end().to_string());
+                    i += 1;
+                }
+                continue;
+            }
+            // A paragraph, or a setext heading.
+            let start = i;
+            i += 1;
+            let mut level = None;
+            while i < lines.len() {
+                let l = lines[i];
+                if is_blank(l.1) {
                     break;
                 }
-            }
-            continue;
-        }
-        if quote(line).is_some() {
-            let mut inner = Vec::new();
-            while let Some(rest) = lines.get(i).and_then(|l| quote(l)) {
-                inner.push(rest);
+                if let Some(lv) = setext(l.1) {
+                    level = Some(lv);
+                    break;
+                }
+                if self.starts_block(l) {
+                    break;
+                }
                 i += 1;
             }
-            for l in blocks(&inner, width.saturating_sub(2), styled, depth + 1) {
-                out.push(if l.is_empty() { ">".to_string() } else { format!("> {l}") });
+            match level {
+                Some(lv) => {
+                    let text: Vec<&str> = lines[start..i].iter().map(|l| l.1.trim()).collect();
+                    out.push(heading(&text.join(" "), lv, styled));
+                    i += 1;
+                }
+                None => out.extend(paragraph(&lines[start..i], width, styled)),
             }
-            continue;
         }
-        if let Some(item) = list_item(line) {
-            i = list_item_block(lines, i, item, width, styled, depth, &mut out);
-            continue;
+        while out.last().is_some_and(|l| l.is_empty()) {
+            out.pop();
         }
-        if line.trim_start().starts_with('|') {
-            while i < lines.len() && lines[i].trim_start().starts_with('|') {
-                out.push(lines[i].trim_end().to_string());
-                i += 1;
-            }
-            continue;
-        }
-        // A paragraph, or a setext heading.
-        let start = i;
+        out
+    }
+
+    /// The fenced code block that `line` opens: one that opens on that line of the page, with its
+    /// fence first on the line as this block level sees it (not after a list marker or `>`).
+    fn fence_at(&self, (at, line): (usize, &str)) -> Option<&FencedBlock> {
+        self.fences.get(&at).filter(|block| line.trim_start_matches(' ').starts_with(&block.fence))
+    }
+
+    /// Whether a line interrupts a paragraph.
+    fn starts_block(&self, (at, line): (usize, &str)) -> bool {
+        self.fence_at((at, line)).is_some()
+            || atx_heading(line).is_some()
+            || is_rule(line)
+            || quote(line).is_some()
+            || list_item(line).is_some_and(|item| item.interrupts)
+    }
+
+    /// Renders one list item starting at `lines[i]`; returns the index after it.
+    fn list_item_block(
+        &self,
+        lines: &Lines,
+        mut i: usize,
+        item: Item,
+        width: usize,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) -> usize {
+        let mut content = vec![(lines[i].0, item.first)];
         i += 1;
-        let mut level = None;
         while i < lines.len() {
-            let l = lines[i];
+            let (at, l) = lines[i];
             if is_blank(l) {
-                break;
+                let next = lines[i..].iter().position(|l| !is_blank(l.1)).map(|k| i + k);
+                match next {
+                    Some(k) if indent(lines[k].1) >= item.offset => {
+                        content.extend(lines[i..k].iter().map(|l| (l.0, "")));
+                        i = k;
+                        continue;
+                    }
+                    _ => break,
+                }
             }
-            if let Some(lv) = setext(l) {
-                level = Some(lv);
-                break;
-            }
-            if starts_block(l) {
+            if indent(l) >= item.offset {
+                content.push((at, dedent(l, item.offset)));
+            } else if content.last().is_some_and(|c| !is_blank(c.1))
+                && !self.starts_block(lines[i])
+                && list_item(l).is_none()
+            {
+                // A lazy continuation line of the item's paragraph.
+                content.push((at, l.trim_start()));
+            } else {
                 break;
             }
             i += 1;
         }
-        match level {
-            Some(lv) => {
-                let text: Vec<&str> = lines[start..i].iter().map(|l| l.trim()).collect();
-                out.push(heading(&text.join(" "), lv, styled));
-                i += 1;
-            }
-            None => out.extend(paragraph(&lines[start..i], width, styled)),
+        let marker = if self.styled && item.marker == "- " { "• ".to_string() } else { item.marker };
+        let hang = marker.chars().count();
+        let inner = self.blocks(&content, width.saturating_sub(hang), depth + 1);
+        if inner.is_empty() {
+            out.push(marker.trim_end().to_string());
         }
+        for (n, l) in inner.into_iter().enumerate() {
+            out.push(match (n, l.is_empty()) {
+                (0, _) => format!("{marker}{l}").trim_end().to_string(),
+                (_, true) => l,
+                _ => format!("{}{l}", " ".repeat(hang)),
+            });
+        }
+        i
     }
-    while out.last().is_some_and(|l| l.is_empty()) {
-        out.pop();
-    }
-    out
 }
 
 /// A code line, indented by four spaces.
 fn verbatim(line: &str) -> String {
     let line = line.trim_end();
     if line.is_empty() { String::new() } else { format!("    {line}") }
-}
-
-/// Whether a line interrupts a paragraph.
-fn starts_block(line: &str) -> bool {
-    fence_open(line).is_some()
-        || atx_heading(line).is_some()
-        || is_rule(line)
-        || quote(line).is_some()
-        || list_item(line).is_some_and(|item| item.interrupts)
 }
 
 /// `# Title` (level and text), with up to three spaces before and optional closing `#`s.
@@ -362,57 +446,6 @@ fn list_item(line: &str) -> Option<Item<'_>> {
     })
 }
 
-/// Renders one list item starting at `lines[i]`; returns the index after it.
-fn list_item_block(
-    lines: &[&str],
-    mut i: usize,
-    item: Item,
-    width: usize,
-    styled: bool,
-    depth: usize,
-    out: &mut Vec<String>,
-) -> usize {
-    let mut content = vec![item.first];
-    i += 1;
-    while i < lines.len() {
-        let l = lines[i];
-        if is_blank(l) {
-            let next = lines[i..].iter().position(|l| !is_blank(l)).map(|k| i + k);
-            match next {
-                Some(k) if indent(lines[k]) >= item.offset => {
-                    content.extend((i..k).map(|_| ""));
-                    i = k;
-                    continue;
-                }
-                _ => break,
-            }
-        }
-        if indent(l) >= item.offset {
-            content.push(dedent(l, item.offset));
-        } else if content.last().is_some_and(|c| !is_blank(c)) && !starts_block(l) && list_item(l).is_none() {
-            // A lazy continuation line of the item's paragraph.
-            content.push(l.trim_start());
-        } else {
-            break;
-        }
-        i += 1;
-    }
-    let marker = if styled && item.marker == "- " { "• ".to_string() } else { item.marker };
-    let hang = marker.chars().count();
-    let inner = blocks(&content, width.saturating_sub(hang), styled, depth + 1);
-    if inner.is_empty() {
-        out.push(marker.trim_end().to_string());
-    }
-    for (n, l) in inner.into_iter().enumerate() {
-        out.push(match (n, l.is_empty()) {
-            (0, _) => format!("{marker}{l}").trim_end().to_string(),
-            (_, true) => l,
-            _ => format!("{}{l}", " ".repeat(hang)),
-        });
-    }
-    i
-}
-
 fn heading(text: &str, level: usize, styled: bool) -> String {
     let mut chars = inline(text);
     if styled {
@@ -425,9 +458,9 @@ fn heading(text: &str, level: usize, styled: bool) -> String {
 }
 
 /// A paragraph: inline markup, hard breaks, re-flowed to `width`.
-fn paragraph(lines: &[&str], width: usize, styled: bool) -> Vec<String> {
+fn paragraph(lines: &Lines, width: usize, styled: bool) -> Vec<String> {
     let mut text = String::new();
-    for (n, l) in lines.iter().enumerate() {
+    for (n, &(_, l)) in lines.iter().enumerate() {
         let last = n + 1 == lines.len();
         let mut t = l.trim();
         let hard = !last && (l.ends_with("  ") || t.ends_with('\\'));

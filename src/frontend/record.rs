@@ -1,19 +1,12 @@
-//! Recording a session as a replayable script or tutorial skeleton: `devami --record FILE`.
+//! Recording a session as a replayable transcript or tutorial skeleton: `devami --record FILE`.
 //!
-//! Every command the session runs (in the shell, a `-c` one-shot, a piped or `devami run`
-//! script, a tutorial), whether it succeeds or fails, is appended to FILE as a transcript step:
-//! `devami> CMD` followed by the output it printed (the same bytes the [`Console`] capture keeps
-//! for `run --check`). Blank lines, comments, `help` and `exit` are not recorded. Values that
-//! change between runs are replaced by the transcript wildcards ([`generalize`]: `[ID]`,
-//! `[UUID]`, `[TIME]`, `[HASH]`), so `devami run --check FILE` replays the recording. A FILE
-//! ending in `.md` becomes a tutorial skeleton instead: a title, a placeholder paragraph and one
-//! ```` ```devami ```` block per session, which `devami tutorial` plays.
-//!
-//! A new FILE is created atomically with its header (written aside, then linked into place); an
-//! existing FILE is appended to. Each step is written and flushed as soon as its command ends, so
-//! a crash loses nothing, and a markdown file is valid after every step (its closing fence is
-//! rewritten after each new step). Commands that take ids typed from an earlier output replay
-//! only where that id still exists: edit them into something stable before replaying.
+//! Every command the session runs, whether it succeeds or fails, is appended to FILE as a step:
+//! `devami> CMD` and its output, with values that vary between runs replaced by the tokens that
+//! match them ([`transcript::generalize`]), so `devami run --check FILE` replays it. A FILE
+//! ending in `.md` becomes a tutorial skeleton with one ```` ```devami ```` block per session.
+//! Each step is flushed as soon as its command ends, and the file is a valid transcript or
+//! tutorial after every step. Commands that take ids typed from an earlier output replay only
+//! where that id still exists: edit them into something stable before replaying.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -46,7 +39,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens FILE for recording: creates it with its header, or appends when it exists.
+    /// Opens FILE for recording: creates it with its header, atomically (written aside, then
+    /// linked into place), or appends when it exists.
     pub fn open(path: &Path) -> Result<Recorder> {
         let markdown = transcript::kind_for_path(path) == Kind::Markdown;
         let io = |e| Error::io("record to", path, e);
@@ -66,7 +60,8 @@ impl Recorder {
         &self.path
     }
 
-    /// Appends one step (when [`records`] keeps it) and flushes it to disk.
+    /// Appends one step (when [`records`] keeps it) and flushes it to disk. In markdown the
+    /// block's closing fence is rewritten after each new step.
     pub fn record(&mut self, input: &str, output: &str) -> Result<()> {
         if !records(input) {
             return Ok(());
@@ -106,6 +101,8 @@ pub fn start(path: &Path) -> Result<()> {
 }
 
 /// Records a step when recording; a write error is reported once and ends the recording.
+/// `output` is what the command printed: the bytes the [`Console`] capture keeps for
+/// `run --check`.
 pub fn step(console: &mut Console, input: &str, output: &str) {
     let mut guard = RECORDING.lock().unwrap_or_else(|e| e.into_inner());
     let Some(rec) = guard.as_mut() else { return };
@@ -157,7 +154,7 @@ fn header(markdown: bool, now: &str) -> String {
 /// wildcards. In markdown, an output line that would close the fence is written `[..]```...`
 /// (which still matches it).
 pub fn render_step(input: &str, output: &str, markdown: bool) -> String {
-    let text = transcript::render_transcript(&[(input.to_string(), generalize(output))]);
+    let text = transcript::render_transcript(&[(input.to_string(), transcript::generalize(output))]);
     if !markdown {
         return text;
     }
@@ -171,100 +168,6 @@ pub fn render_step(input: &str, output: &str, markdown: bool) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Replaces values that obviously vary between runs by transcript wildcards: `i-`/`ami-`/`snap-`
-/// /`vol-` ids by `[ID]`, UUIDs by `[UUID]`, `YYYY-MM-DD HH:MM:SS` timestamps (also with `T`,
-/// fractions of a second and `Z`) by `[TIME]`, and 40-digit hex git hashes by `[HASH]`. Each
-/// wildcard also matches its own text, so the result matches the original output.
-pub fn generalize(output: &str) -> String {
-    let s = output.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let prev = if i == 0 { b' ' } else { s[i - 1] };
-        let word_start = !prev.is_ascii_alphanumeric() && prev != b'_';
-        let found = if word_start && prev != b'-' {
-            uuid_len(&s[i..])
-                .map(|n| (n, "[UUID]"))
-                .or_else(|| hash_len(&s[i..]).map(|n| (n, "[HASH]")))
-                .or_else(|| id_len(&s[i..]).map(|n| (n, "[ID]")))
-        } else {
-            None
-        };
-        let found = found
-            .or_else(|| (!prev.is_ascii_digit()).then(|| time_len(&s[i..])).flatten().map(|n| (n, "[TIME]")));
-        match found {
-            Some((n, token)) => {
-                out.extend_from_slice(token.as_bytes());
-                i += n;
-            }
-            None => {
-                out.push(s[i]);
-                i += 1;
-            }
-        }
-    }
-    // Only ASCII runs were replaced, at ASCII positions: still UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-fn hex_run(s: &[u8]) -> usize {
-    s.iter().take_while(|b| b.is_ascii_hexdigit()).count()
-}
-
-fn digit_run(s: &[u8]) -> usize {
-    s.iter().take_while(|b| b.is_ascii_digit()).count()
-}
-
-/// Whether a match of length `n` ends at a word boundary.
-fn ends_word(s: &[u8], n: usize) -> bool {
-    s.get(n).is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'_')
-}
-
-fn uuid_len(s: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    for (k, group) in [8, 4, 4, 4, 12].into_iter().enumerate() {
-        if k > 0 {
-            (s.get(i) == Some(&b'-')).then_some(())?;
-            i += 1;
-        }
-        (hex_run(&s[i..]) == group).then_some(())?;
-        i += group;
-    }
-    ends_word(s, i).then_some(i)
-}
-
-fn hash_len(s: &[u8]) -> Option<usize> {
-    (hex_run(s) == 40 && ends_word(s, 40)).then_some(40)
-}
-
-fn id_len(s: &[u8]) -> Option<usize> {
-    let prefix = [&b"i-"[..], b"ami-", b"snap-", b"vol-"].into_iter().find(|p| s.starts_with(p))?;
-    let n = hex_run(&s[prefix.len()..]);
-    (n >= 8 && ends_word(s, prefix.len() + n)).then_some(prefix.len() + n)
-}
-
-/// `YYYY-MM-DD HH:MM:SS`, `T` for the space, optional fraction and `Z`.
-fn time_len(s: &[u8]) -> Option<usize> {
-    let shape = b"dddd-dd-dd?dd:dd:dd";
-    (s.len() >= shape.len()).then_some(())?;
-    for (c, p) in s.iter().zip(shape) {
-        let ok = match p {
-            b'd' => c.is_ascii_digit(),
-            b'?' => *c == b' ' || *c == b'T',
-            lit => c == lit,
-        };
-        ok.then_some(())?;
-    }
-    let mut n = shape.len();
-    if s.get(n) == Some(&b'.') && digit_run(&s[n + 1..]) > 0 {
-        n += 1 + digit_run(&s[n + 1..]);
-    }
-    if s.get(n) == Some(&b'Z') {
-        n += 1;
-    }
-    (!s.get(n).is_some_and(u8::is_ascii_digit)).then_some(n)
 }
 
 /// Creates `path` holding `text`, atomically: written aside, then linked into place (never over an
@@ -303,51 +206,6 @@ mod tests {
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_string).collect()
-    }
-
-    #[test]
-    fn generalize_replaces_ids_uuids_times_and_hashes() {
-        let out = "Instance i-20a43f0d8f306f98f is running\n\
-                   creating image ami-a21ed453c8f9dc90d (v1) from instance i-0123abcd\n\
-                   job 0 submitted: command 570c3050-7b82-4d84-b11c-4aa91dc24630 on x\n\
-                   \"results/debugjob2026-11-25 17:57:06.893827\"\n\
-                   published 2026-11-25T17:57:06Z, at 2026-11-25 17:57:17 UTC\n\
-                   new commit has hash: a8675a5f96e5977055572e574a94dac9402a350d\n";
-        assert_eq!(
-            generalize(out),
-            "Instance [ID] is running\n\
-             creating image [ID] (v1) from instance [ID]\n\
-             job 0 submitted: command [UUID] on x\n\
-             \"results/debugjob[TIME]\"\n\
-             published [TIME], at [TIME] UTC\n\
-             new commit has hash: [HASH]\n"
-        );
-    }
-
-    #[test]
-    fn generalize_leaves_lookalikes_alone() {
-        for s in [
-            "multi-deadbeef0",      // inside a word
-            "i-abc",                // too short for an id
-            "i-deadbeefx",          // not a hex run to the word's end
-            "abc1234",              // a short hash: could be anything
-            &"a".repeat(41),        // not 40 digits
-            "2026-11-25",           // a date alone
-            "12026-11-25 17:57:06", // part of a longer number
-            "2026-11-25 17:57:066", // ditto
-            "│ naïve ┆ ünïcode │",
-        ] {
-            assert_eq!(generalize(s), s, "{s}");
-        }
-    }
-
-    #[test]
-    fn generalized_output_matches_the_original_and_new_values() {
-        let first = "Instance i-20a43f0d8f306f98f is running since 2026-11-25 17:57:06\n";
-        let second = "Instance i-99999999999999999 is running since 2027-01-02 03:04:05\n";
-        let expected = lines(&generalize(first));
-        assert_eq!(check_output(&expected, first), Ok(()));
-        assert_eq!(check_output(&expected, second), Ok(()));
     }
 
     #[test]
