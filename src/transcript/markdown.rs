@@ -101,8 +101,27 @@ pub(crate) fn fenced_blocks(lines: &[&str]) -> Vec<FencedBlock> {
     blocks
 }
 
+/// The 0-based line of an HTML comment that is never closed and so hides a devami fence after it
+/// (CommonMark runs such a comment to the end of the page): tutorials would lose steps silently.
+fn comment_hiding_blocks(lines: &[&str]) -> Option<usize> {
+    let opener = lines.iter().rposition(|l| l.contains("<!--"))?;
+    let rest = &lines[opener..];
+    if rest.iter().any(|l| l.contains("-->")) {
+        return None;
+    }
+    let hides = rest.iter().any(|l| {
+        let t = l.trim_start();
+        (t.starts_with("```") || t.starts_with("~~~"))
+            && t.trim_start_matches(['`', '~']).trim_start().starts_with("devami")
+    });
+    hides.then_some(opener)
+}
+
 /// Parses a page given as lines (without their line ends).
 pub(super) fn parse(lines: &[&str]) -> Result<Transcript, ParseError> {
+    if let Some(line) = comment_hiding_blocks(lines) {
+        return Err(ParseError::UnclosedComment { line: line + 1 });
+    }
     let mut steps: Vec<Step> = Vec::new();
     // The first line of the prose before the next block.
     let mut prose_from = 0;
@@ -157,6 +176,19 @@ fn join_trimmed(lines: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_comment_left_open_over_devami_blocks_is_an_error() {
+        let page = "intro\n\n<!-- draft\n\n```devami\ndevami> status\n```\n";
+        let e = super::parse(&page.lines().collect::<Vec<_>>()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the HTML comment opened at line 3 is never closed and hides the devami blocks after it; add `-->` where it ends"
+        );
+        let closed = "<!-- draft -->\n\n```devami\ndevami> status\n```\n";
+        assert_eq!(super::parse(&closed.lines().collect::<Vec<_>>()).unwrap().steps.len(), 1);
+    }
+
     use crate::transcript::{Kind, parse};
 
     use super::*;

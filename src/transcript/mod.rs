@@ -141,6 +141,11 @@ pub enum ParseError {
         shorten(attribute)
     )]
     UnknownAttribute { line: usize, attribute: String },
+    /// An HTML comment is never closed and hides the devami blocks after it.
+    #[error(
+        "the HTML comment opened at line {line} is never closed and hides the devami blocks after it; add `-->` where it ends"
+    )]
+    UnclosedComment { line: usize },
     /// A code block runs to the end of the page, or a devami block to the end of its list item
     /// or quote, without a closing fence.
     #[error("the code block opened at line {line} is never closed; add a `{fence}` line after it")]
