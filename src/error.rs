@@ -47,6 +47,40 @@ pub enum Error {
     #[error("`{}` already exists; choose another name or remove the folder first", path.display())]
     AlreadyExists { path: PathBuf },
 
+    /// A blueprint save found the file changed on disk since it was read, and wrote nothing.
+    #[error("`{}` changed on disk since devami read it, so nothing was written; reopen the blueprint to pick up the changes and try again", path.display())]
+    BlueprintChangedOnDisk { path: PathBuf },
+
+    /// A submit file does not hold a JSON object.
+    #[error("submit file `{}` must hold a JSON object with `dataname`, `configname` and `timestamp`", path.display())]
+    SubmitNotAnObject { path: PathBuf },
+
+    /// A submit file lacks a field the job manager reads.
+    #[error("submit file `{}` does not contain field `{field}`; add `\"{field}\": ...` (see test_resources/exampledevsubmit.json)", path.display())]
+    SubmitFieldMissing { path: PathBuf, field: &'static str },
+
+    /// A submit file's field holds a value no job can use.
+    #[error("submit file `{}`: `{field}` {problem}", path.display())]
+    SubmitFieldInvalid { path: PathBuf, field: &'static str, problem: crate::blueprint::submit::FieldProblem },
+
+    /// The blueprint's COMMAND cannot be filled with a job's values as the job manager would, or
+    /// not safely.
+    #[error("the blueprint's COMMAND cannot be filled: {0}")]
+    CommandNotFillable(crate::blueprint::submit::FillProblem),
+
+    /// A dataset key is not under a group's `inputs/` folder, where NeuroCAAS finds its group.
+    #[error(
+        "dataset `{key}` is not under a group's `inputs/` folder (like `mygroup/inputs/data.zip`); NeuroCAAS finds the group from that path"
+    )]
+    DatasetOutsideGroup { key: String },
+
+    /// An `s3://` name of a submit file points outside the analysis bucket.
+    #[error(
+        "{} is outside the analysis bucket `{bucket}`; development jobs read their data and config from it (give the key, like `GROUP/inputs/FILE`)",
+        shown(name)
+    )]
+    OutsideBucket { name: String, bucket: String },
+
     /// `devami check` found errors.
     #[error("{errors} blueprint error(s) found")]
     CheckFailed { errors: usize },

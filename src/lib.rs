@@ -5,6 +5,7 @@
 //! replayed from tutorials (`tutorial`). See `docs/ARCHITECTURE.md` for the code map and the
 //! invariants the modules keep.
 
+pub mod atomic;
 pub mod backend;
 pub mod blueprint;
 pub mod cli;

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::{self, Temp};
 use crate::backend::{ImageState, InstanceState, JobState};
 use crate::clock;
 use crate::error::{Error, Result};
@@ -462,9 +463,9 @@ pub fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::re
 }
 
 /// Whether `name` is a temporary file of an atomic write: `<anything>.tmp-<pid>` (what
-/// [`write_atomically`] and `Blueprint::save` name them).
+/// [`atomic`] names them).
 pub fn is_temp_name(name: &str) -> bool {
-    temp_pid(name, ".tmp-").is_some()
+    temp_pid(name, atomic::TEMP_MARKER).is_some()
 }
 
 /// The pid a temporary file `<stem><marker><pid>` is named after, when `name` has that shape with
@@ -544,26 +545,13 @@ fn process_start(pid: u32) -> Option<Started> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(boot) + after_boot).map(Started::At)
 }
 
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix:
-/// a temporary file in the same folder, fsync, rename over the target, fsync of the folder.
-/// The temporary file is `.<name>.tmp-<pid>`; a writer killed before the rename leaves it behind
-/// (in `.devami/`, [`StateStore::remove_dead_temps`] removes it).
+/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix
+/// ([`atomic::replace`]). The temporary file is `.<name>.tmp-<pid>` beside `path`; a writer killed
+/// before the rename leaves it behind (in `.devami/`, [`StateStore::remove_dead_temps`] removes
+/// it). A failure is reported as writing `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("write", path, e));
-    }
-    Ok(())
+    atomic::replace(path, bytes, Temp { dir: None, hidden: true })
+        .map_err(|e| Error::io("write", path, e.source))
 }
 
 /// Creates a FIFO at `path` (for tests of the code that must not block on one).

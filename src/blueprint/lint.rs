@@ -1,35 +1,31 @@
 //! `devami check`: a careful reviewer's reading of a blueprint.
 //!
-//! Opening a blueprint only requires a JSON object; each command then asks for the keys it needs.
-//! `check` reads the whole blueprint the way an experienced NeuroCAAS developer reviews a pull
-//! request, before anything is launched or deployed, and reports [`Finding`]s: an
-//! [`Severity::Error`] is something that breaks the development loop, the job manager or deploy
-//! (a placeholder left in from a template, a `COMMAND` that Python's `.format` rejects, a bucket name
-//! S3 refuses); a [`Severity::Warning`] is something that works now but will bite later (an AMI
-//! alias that deploy cannot use, the legacy 3-placeholder `COMMAND`, a missing `STAGE`). Every
-//! finding names the JSON path, says what is wrong in terms of what will happen, and gives the fix.
-//! Findings come errors first, then by JSON path, so output is stable for transcripts.
-//!
-//! The rules encode `shared/reference/neurocaas-protocol.md` §2 and §3: what the job manager, the
-//! dev tools and the deploy builder read, and how they fail.
+//! [`check`] reads the whole blueprint as an experienced NeuroCAAS developer reviews a pull
+//! request, by the rules of `shared/reference/neurocaas-protocol.md` §2 and §3, and reports
+//! [`Finding`]s: a [`Severity::Error`] breaks the development loop, the job manager or deploy; a
+//! [`Severity::Warning`] works now but will bite later. Every finding names the JSON path, says
+//! what will happen and gives the fix; findings come errors first, then by JSON path, so that the
+//! output is stable for transcripts.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::blueprint::{
-    Blueprint, Placeholder, SSM_TIMEOUT_MAX, SSM_TIMEOUT_USUAL, describe, placeholders, positional_count,
-};
+use crate::blueprint::format::{Placeholder, placeholders, positional_count};
+use crate::blueprint::names::{affiliate_name_problem, bucket_name_problem, suggest_name};
+use crate::blueprint::{Blueprint, SSM_TIMEOUT_MAX, SSM_TIMEOUT_USUAL, describe};
 use crate::error::{Error, shown};
 use crate::output;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
-    /// Breaks the development loop, the job manager or deploy.
+    /// Breaks the development loop, the job manager or deploy (a placeholder left in from a
+    /// template, a `COMMAND` that Python's `.format` rejects, a bucket name S3 refuses).
     Error,
-    /// Works for now, but is likely a mistake or will fail later.
+    /// Works for now, but is likely a mistake or will fail later (an AMI alias that deploy cannot
+    /// use, the legacy 3-placeholder `COMMAND`, a missing `STAGE`).
     Warning,
 }
 
@@ -175,82 +171,6 @@ pub fn is_ami_id(s: &str) -> bool {
 /// Whether `s` is one of [`AMI_ALIASES`].
 pub fn is_ami_alias(s: &str) -> bool {
     AMI_ALIASES.contains(&s)
-}
-
-/// Why `name` cannot be a NeuroCAAS analysis bucket: S3's bucket naming rules plus the build
-/// scripts' `^[a-z0-9-]+$`. `None` when it is fine.
-pub fn bucket_name_problem(name: &str) -> Option<String> {
-    bucket_problem(name, true)
-}
-
-/// Why S3 would refuse `name` as a bucket name (its naming rules only: dots are allowed). `None`
-/// when S3 accepts it. The data commands check this before any call, so that a bad
-/// `PipelineName` is named as such rather than answered by an HTTP 400.
-pub fn s3_bucket_problem(name: &str) -> Option<String> {
-    bucket_problem(name, false)
-}
-
-fn bucket_problem(name: &str, neurocaas: bool) -> Option<String> {
-    let len = name.chars().count();
-    if let Some(c) = name.chars().find(|c| c.is_ascii_uppercase()) {
-        return Some(format!("has the uppercase letter `{c}`; bucket names are lowercase"));
-    }
-    if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.')) {
-        let c = if c == ' ' { "space".to_string() } else { format!("character {}", shown(&c.to_string())) };
-        return Some(format!("has a {c}; bucket names use only lowercase letters, digits and dashes"));
-    }
-    if !(3..=63).contains(&len) {
-        return Some(format!("has {len} characters; bucket names have 3 to 63"));
-    }
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
-        return Some("must start and end with a lowercase letter or a digit".to_string());
-    }
-    let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
-        return Some("is shaped like an IP address, which S3 refuses as a bucket name".to_string());
-    }
-    if name.contains("..") {
-        return Some("has two dots in a row, which S3 refuses in bucket names".to_string());
-    }
-    if neurocaas && name.contains('.') {
-        return Some(
-            "has a dot; S3 allows it, but the NeuroCAAS build scripts accept only lowercase letters, \
-             digits and dashes (`^[a-z0-9-]+$`)"
-                .to_string(),
-        );
-    }
-    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
-        if name.starts_with(prefix) {
-            return Some(format!("starts with `{prefix}`, a prefix S3 reserves"));
-        }
-    }
-    for suffix in ["-s3alias", "--ol-s3", "--x-s3", "--table-s3"] {
-        if name.ends_with(suffix) {
-            return Some(format!("ends with `{suffix}`, a suffix S3 reserves"));
-        }
-    }
-    None
-}
-
-/// A valid name close to `name` (lowercase, other characters turned into dashes), for fixes.
-pub fn suggest_name(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
-        if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
-            out.push(c);
-        }
-    }
-    let mut out: String = out.trim_end_matches('-').chars().take(63).collect();
-    out = out.trim_end_matches('-').to_string();
-    if let Some(rest) = out.strip_prefix("sthree-") {
-        out = rest.to_string();
-    }
-    if let Some(rest) = out.strip_suffix("-s3alias") {
-        out = rest.to_string();
-    }
-    if out.len() < 3 { "my-analysis".to_string() } else { out }
 }
 
 /// Whether `s` is shaped like an AWS region name (`us-east-1`, `us-gov-west-1`).
@@ -846,23 +766,6 @@ impl<'a> Review<'a> {
             }
         }
     }
-}
-
-/// Why `name` cannot be an affiliate (group) name, which becomes an S3 prefix and IAM group name.
-fn affiliate_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".to_string());
-    }
-    if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
-        return Some(format!("has the character {}", shown(&c.to_string())));
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return Some("starts or ends with a dash".to_string());
-    }
-    if name.len() > 63 {
-        return Some(format!("has {} characters, more than 63", name.len()));
-    }
-    None
 }
 
 #[cfg(test)]
@@ -1468,12 +1371,7 @@ mod tests {
     }
 
     #[test]
-    fn name_helpers() {
-        assert_eq!(suggest_name("DLC_Web Stack!"), "dlc-web-stack");
-        assert_eq!(suggest_name("__"), "my-analysis");
-        assert_eq!(suggest_name("xn--abc"), "xn-abc");
-        assert_eq!(suggest_name("dlc-s3alias"), "dlc");
-        assert_eq!(bucket_name_problem("dlc-ncap-web"), None);
+    fn ami_ids() {
         assert!(is_ami_id("ami-07ebfd5b3428b6f4d") && is_ami_id("ami-1234abcd") && !is_ami_id("ami-1234abc"));
     }
 }

@@ -1,36 +1,36 @@
 //! The blueprint: an analysis' `stack_config_template.json`, read leniently and edited surgically.
 //!
-//! A NeuroCAAS blueprint is a JSON object kept under git. Real ones vary a lot (see
-//! `shared/reference/neurocaas-protocol.md` §2): optional keys are missing, extra keys (`STAGE`,
-//! `PipelineVersion`, `container_history`, affiliate `PipelinePath`...) appear, `MAXCOST` is a
-//! number or a string, `COMMAND` has 3, 4 or 8 placeholders. So a [`Blueprint`] keeps the document
-//! untyped (a `serde_json::Value` with key order preserved) next to the exact text it was read from,
-//! and offers typed accessors that explain, as an [`Error::BlueprintKey`] naming the JSON path and
-//! the fix, what is wrong with the one key a command needs. Nothing is validated up front beyond
-//! "a JSON object"; `lint` is the place for a full review.
+//! A [`Blueprint`] holds the exact text it read next to the parsed document (always a JSON object).
+//! Opening checks nothing more; each typed accessor explains what is wrong with the one key it
+//! reads ([`Error::BlueprintKey`]), and `lint` reviews the whole. Edits splice the new value into
+//! the text ([`spans`]), never re-serializing it, so a load-save round trip leaves the file
+//! byte-identical; [`Blueprint::save`] never overwrites a file that changed on disk since it was
+//! read.
 //!
-//! Edits never re-serialize the document: [`Blueprint::set_string`] splices the new value into the
-//! text with `jsonspan`, so only the changed value's bytes differ and a load-save round trip leaves
-//! the file byte-identical. New strings are written the way Python's `json.dump` writes them
-//! (non-ASCII as `\uXXXX`), the style NeuroCAAS tools use. [`Blueprint::save`] writes atomically
-//! and refuses to overwrite a file that changed on disk since it was read.
-//!
-//! [`placeholders`] analyses `COMMAND` exactly as Python's `str.format` would, since that is what
-//! the NeuroCAAS job manager calls on it.
+//! The rest of the folder: [`format`](mod@format) (COMMAND's `str.format` syntax), [`names`]
+//! (naming rules), [`pyjson`] (Python-style JSON), [`lint`] (`devami check`), [`scaffold`]
+//! (`devami init`) and [`submit`] (submit files, COMMAND filling).
 
+pub mod format;
 pub mod lint;
+pub mod names;
+pub mod pyjson;
 pub mod scaffold;
 pub mod spans;
 pub mod submit;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::atomic::{self, Temp};
 use crate::blueprint::spans::PathSeg;
 use crate::error::{Error, Result};
+
+pub use format::{Placeholder, placeholders, positional_count};
+pub use pyjson::to_python_json;
 
 /// The blueprint's file name inside its folder.
 pub const BLUEPRINT_FILE: &str = "stack_config_template.json";
@@ -45,6 +45,10 @@ pub const SSM_TIMEOUT_USUAL: u64 = 172_000;
 pub const AMI_PATH: &str = "Lambda.LambdaConfig.AMI";
 
 /// A blueprint file: the exact text read, the parsed document, and where it lives.
+///
+/// Real blueprints vary (`shared/reference/neurocaas-protocol.md` §2): optional keys are missing,
+/// extra ones appear, `MAXCOST` is a number or a string, `COMMAND` has 3, 4 or 8 placeholders. So
+/// the document stays untyped (a `serde_json::Value`, key order kept) and only the accessors type it.
 #[derive(Debug, Clone)]
 pub struct Blueprint {
     dir: PathBuf,
@@ -57,24 +61,13 @@ pub struct Blueprint {
     doc: Value,
 }
 
-/// One replacement field of a Python format string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placeholder {
-    /// `{}` (or `{:spec}`, `{!r}`): the next positional argument.
-    Auto,
-    /// `{0}`: an explicit positional argument.
-    Index(usize),
-    /// `{name}`: a keyword argument (the job manager passes none).
-    Named(String),
-}
-
 impl Blueprint {
     /// Reads `dir/stack_config_template.json`.
     ///
     /// A missing file is [`Error::BlueprintMissing`]; a file that cannot be read (or a `dir` that
-    /// is not a directory, or a path that is not a regular file, such as a FIFO) is [`Error::Io`]; text that is not UTF-8 or not JSON is
-    /// [`Error::BlueprintSyntax`] with the line and column; a top level that is not an object is
-    /// [`Error::BlueprintKey`] at `(top level)`.
+    /// is not a directory, or a path that is not a regular file, such as a FIFO) is [`Error::Io`];
+    /// text that is not UTF-8 or not JSON is [`Error::BlueprintSyntax`] with the line and column; a
+    /// top level that is not an object is [`Error::BlueprintKey`] at `(top level)`.
     pub fn open(dir: &Path) -> Result<Blueprint> {
         let path = dir.join(BLUEPRINT_FILE);
         let bytes = match crate::state::read_regular(&path) {
@@ -169,7 +162,7 @@ impl Blueprint {
     /// it as a bucket name (so that no request is sent only to be answered HTTP 400).
     pub fn bucket(&self) -> Result<&str> {
         let name = self.pipeline_name()?;
-        match crate::blueprint::lint::s3_bucket_problem(name) {
+        match names::s3_bucket_problem(name) {
             None => Ok(name),
             Some(problem) => Err(Error::BlueprintKey {
                 path: self.path.clone(),
@@ -180,7 +173,7 @@ impl Blueprint {
                 ),
                 fix: format!(
                     "rename the analysis, e.g. `{}` (`devami check` lists every problem of the blueprint)",
-                    crate::blueprint::lint::suggest_name(name)
+                    names::suggest_name(name)
                 ),
             }),
         }
@@ -305,8 +298,9 @@ impl Blueprint {
 
     /// Sets the string at `json_path` to `value` by splicing the text, so that only that value's
     /// bytes change. A missing key is appended to its parent object (which must exist); a value of
-    /// another type is replaced. Returns whether anything changed. Nothing is written to disk until
-    /// [`Blueprint::save`].
+    /// another type is replaced. The string is written as Python's `json.dump` writes it (non-ASCII
+    /// as `\uXXXX`), the style of NeuroCAAS's tools. Returns whether anything changed. Nothing is
+    /// written to disk until [`Blueprint::save`].
     pub fn set_string(&mut self, json_path: &str, value: &str) -> Result<bool> {
         let Some(segs) = spans::parse_path(json_path).filter(|s| !s.is_empty()) else {
             return Err(self.key_error(
@@ -380,9 +374,9 @@ impl Blueprint {
         self.text != self.original
     }
 
-    /// Writes the text if it changed: to a temporary file, synced, renamed over the file, then the
-    /// folder synced. Refuses (nothing written) when the file on disk is no longer what was read,
-    /// so that edits made meanwhile in an editor are never overwritten.
+    /// Writes the text if it changed, atomically ([`atomic::replace`]). Refuses (nothing written)
+    /// when the file on disk is no longer what was read, so that edits made meanwhile in an editor
+    /// are never overwritten.
     ///
     /// The temporary file is `.devami/stack_config_template.json.tmp-<pid>` when the blueprint
     /// folder has its session folder (a real folder, so the rename stays on one file system), where
@@ -393,58 +387,20 @@ impl Blueprint {
         if !self.is_modified() {
             return Ok(());
         }
-        let permissions = match crate::state::read_regular(&self.path) {
+        match crate::state::read_regular(&self.path) {
             Ok(bytes) if bytes != self.original.as_bytes() => {
-                return Err(Error::Refused(format!(
-                    "`{}` changed on disk since devami read it, so nothing was written; reopen the \
-                     blueprint to pick up the changes and try again",
-                    self.path.display()
-                )));
+                return Err(Error::BlueprintChangedOnDisk { path: self.path.clone() });
             }
-            Ok(_) => fs::metadata(&self.path).ok().map(|m| m.permissions()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("read", &self.path, e)),
-        };
+        }
         let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let session = folder.join(crate::state::STATE_DIR);
-        let mut written = None;
-        if fs::symlink_metadata(&session).is_ok_and(|m| m.is_dir()) {
-            let result = self.replace_from(&session.join(self.temp_name()), permissions.clone());
-            let crossed = match &result {
-                Err(Error::Io { source, .. }) => source.raw_os_error() == Some(libc::EXDEV),
-                _ => false,
-            };
-            if !crossed {
-                written = Some(result);
-            }
-        }
-        match written {
-            Some(result) => result?,
-            None => self.replace_from(&self.path.with_file_name(self.temp_name()), permissions)?,
-        }
-        match File::open(folder).and_then(|d| d.sync_all()) {
-            Err(e) if e.kind() != io::ErrorKind::InvalidInput => return Err(Error::io("sync", folder, e)),
-            _ => {}
-        }
+        let session = fs::symlink_metadata(&session).is_ok_and(|m| m.is_dir()).then_some(session.as_path());
+        atomic::replace(&self.path, self.text.as_bytes(), Temp { dir: session, hidden: false })?;
         self.original = self.text.clone();
         Ok(())
-    }
-
-    /// `stack_config_template.json.tmp-<pid>`.
-    fn temp_name(&self) -> std::ffi::OsString {
-        let mut name = self.path.file_name().map_or_else(|| BLUEPRINT_FILE.into(), |n| n.to_os_string());
-        name.push(format!(".tmp-{}", std::process::id()));
-        name
-    }
-
-    /// Writes the text to `tmp` and renames it over the file; `tmp` is gone either way.
-    fn replace_from(&self, tmp: &Path, permissions: Option<fs::Permissions>) -> Result<()> {
-        let written = write_synced(tmp, self.text.as_bytes(), permissions)
-            .and_then(|()| fs::rename(tmp, &self.path).map_err(|e| Error::io("replace", &self.path, e)));
-        if written.is_err() {
-            let _ = fs::remove_file(tmp);
-        }
-        written
     }
 
     /// The string at `json_path`, or a [`Error::BlueprintKey`] saying it is missing or of another
@@ -486,255 +442,6 @@ impl Blueprint {
     fn key_error(&self, json_path: &str, problem: String, fix: String) -> Error {
         Error::BlueprintKey { path: self.path.clone(), json_path: json_path.to_string(), problem, fix }
     }
-}
-
-/// Serializes `value` as Python's `json.dumps(value, indent=indent)` does: `", "`/`": "`
-/// separators without indentation, one member per line with it, and ASCII-only strings.
-pub fn to_python_json(value: &Value, indent: Option<usize>) -> String {
-    let mut out = String::new();
-    write_python_json(&mut out, value, indent, 0);
-    out
-}
-
-fn write_python_json(out: &mut String, value: &Value, indent: Option<usize>, level: usize) {
-    let newline = |out: &mut String, level: usize| {
-        if let Some(width) = indent {
-            out.push('\n');
-            out.push_str(&" ".repeat(width * level));
-        }
-    };
-    let separator = if indent.is_some() { "," } else { ", " };
-    match value {
-        Value::String(s) => out.push_str(&spans::quote(s)),
-        Value::Array(items) if !items.is_empty() => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(separator);
-                }
-                newline(out, level + 1);
-                write_python_json(out, item, indent, level + 1);
-            }
-            newline(out, level);
-            out.push(']');
-        }
-        Value::Object(map) if !map.is_empty() => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(separator);
-                }
-                newline(out, level + 1);
-                out.push_str(&spans::quote(key));
-                out.push_str(": ");
-                write_python_json(out, item, indent, level + 1);
-            }
-            newline(out, level);
-            out.push('}');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// Analyses a Python `str.format` template the way Python does, returning its replacement fields
-/// in order (fields nested in a format spec, as in `{:{}}`, count too) or Python's error message.
-///
-/// `{{` and `}}` are literal braces; `{}` is [`Placeholder::Auto`], `{0}` [`Placeholder::Index`],
-/// `{name}` (anything whose first part is not all digits) [`Placeholder::Named`]; a field may have
-/// attribute or index suffixes (`{0.x}`, `{[1]}`), a conversion (`!r`, `!s`, `!a`) and a format
-/// spec (`:>10`). Mixing `{}` with `{0}` is an error, as in Python.
-pub fn placeholders(command: &str) -> std::result::Result<Vec<Placeholder>, String> {
-    let mut parser = FormatParser { fields: Vec::new(), numbering: Numbering::Unknown };
-    parser.parse(command, 2)?;
-    Ok(parser.fields)
-}
-
-#[derive(PartialEq)]
-enum Numbering {
-    Unknown,
-    Auto,
-    Manual,
-}
-
-struct FormatParser {
-    fields: Vec<Placeholder>,
-    numbering: Numbering,
-}
-
-impl FormatParser {
-    /// Mirrors CPython's `MarkupIterator_next` and `parse_field` (Objects/stringlib/unicode_format.h).
-    fn parse(&mut self, s: &str, depth: u32) -> std::result::Result<(), String> {
-        if depth == 0 {
-            return Err("Max string recursion exceeded".to_string());
-        }
-        let chars: Vec<char> = s.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match c {
-                '}' => {
-                    if chars.get(i) != Some(&'}') {
-                        return Err("Single '}' encountered in format string".to_string());
-                    }
-                    i += 1;
-                }
-                '{' => {
-                    match chars.get(i) {
-                        None => return Err("Single '{' encountered in format string".to_string()),
-                        Some('{') => {
-                            i += 1;
-                            continue;
-                        }
-                        Some(_) => {}
-                    }
-                    i = self.field(&chars, i, depth)?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Parses the field that starts at `i` (just after its `{`); returns the index after its `}`.
-    fn field(&mut self, chars: &[char], mut i: usize, depth: u32) -> std::result::Result<usize, String> {
-        let name_start = i;
-        let mut end_char = None;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match c {
-                '{' => return Err("unexpected '{' in field name".to_string()),
-                '[' => {
-                    while i < chars.len() && chars[i] != ']' {
-                        i += 1;
-                    }
-                }
-                '}' | ':' | '!' => {
-                    end_char = Some(c);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let name_end = if end_char.is_some() { i - 1 } else { i };
-        let name: String = chars[name_start..name_end].iter().collect();
-        let mut spec = None;
-        match end_char {
-            Some('}') => {}
-            Some(c) => {
-                if c == '!' {
-                    let Some(&conversion) = chars.get(i) else {
-                        return Err("end of string while looking for conversion specifier".to_string());
-                    };
-                    i += 1;
-                    if i < chars.len() {
-                        let next = chars[i];
-                        i += 1;
-                        if next == '}' {
-                            self.record(&name, conversion)?;
-                            return Ok(i);
-                        }
-                        if next != ':' {
-                            return Err("expected ':' after conversion specifier".to_string());
-                        }
-                    }
-                }
-                let spec_start = i;
-                let mut count = 1;
-                while i < chars.len() {
-                    let c = chars[i];
-                    i += 1;
-                    match c {
-                        '{' => count += 1,
-                        '}' => {
-                            count -= 1;
-                            if count == 0 {
-                                spec = Some(chars[spec_start..i - 1].iter().collect::<String>());
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if spec.is_none() {
-                    return Err("unmatched '{' in format spec".to_string());
-                }
-            }
-            None => return Err("expected '}' before end of string".to_string()),
-        }
-        self.record(&name, 's')?;
-        if let Some(spec) = spec.filter(|s| s.contains('{')) {
-            self.parse(&spec, depth - 1)?;
-        }
-        Ok(i)
-    }
-
-    /// Records a field by the first part of its name (before `.` or `[`), checking the conversion
-    /// and the numbering mode as Python does.
-    fn record(&mut self, name: &str, conversion: char) -> std::result::Result<(), String> {
-        let first_end = name.find(['.', '[']).unwrap_or(name.len());
-        let (first, rest) = name.split_at(first_end);
-        check_field_rest(rest)?;
-        let field =
-            if first.is_empty() {
-                if self.numbering == Numbering::Manual {
-                    return Err("cannot switch from manual field specification to automatic field numbering"
-                        .to_string());
-                }
-                self.numbering = Numbering::Auto;
-                Placeholder::Auto
-            } else if first.bytes().all(|b| b.is_ascii_digit()) {
-                if self.numbering == Numbering::Auto {
-                    return Err("cannot switch from automatic field numbering to manual field specification"
-                        .to_string());
-                }
-                self.numbering = Numbering::Manual;
-                Placeholder::Index(first.parse().map_err(|_| "Too many decimal digits in format string")?)
-            } else {
-                Placeholder::Named(first.to_string())
-            };
-        if !matches!(conversion, 's' | 'r' | 'a') {
-            return Err(format!("Unknown conversion specifier {conversion}"));
-        }
-        self.fields.push(field);
-        Ok(())
-    }
-}
-
-/// Checks the attribute and index part of a field name (`.attr`, `[key]`) as Python's
-/// `FieldNameIterator` does.
-fn check_field_rest(mut rest: &str) -> std::result::Result<(), String> {
-    while let Some(c) = rest.chars().next() {
-        rest = &rest[1..];
-        let part = if c == '.' {
-            let end = rest.find(['.', '[']).unwrap_or(rest.len());
-            let (part, tail) = rest.split_at(end);
-            rest = tail;
-            part
-        } else {
-            let Some(close) = rest.find(']') else {
-                return Err("Missing ']' in format string".to_string());
-            };
-            let part = &rest[..close];
-            rest = &rest[close + 1..];
-            if !rest.is_empty() && !rest.starts_with(['.', '[']) {
-                return Err("Only '.' or '[' may follow ']' in format field specifier".to_string());
-            }
-            part
-        };
-        if part.is_empty() {
-            return Err("Empty attribute in format string".to_string());
-        }
-    }
-    Ok(())
-}
-
-/// How many positional arguments `.format` needs for these fields (0 when there are none).
-pub fn positional_count(fields: &[Placeholder]) -> usize {
-    let auto = fields.iter().filter(|f| **f == Placeholder::Auto).count();
-    let manual = fields.iter().filter_map(|f| if let Placeholder::Index(i) = f { Some(i + 1) } else { None });
-    manual.max().unwrap_or(0).max(auto)
 }
 
 /// The value at `segs`, or the dotted path of the first step that does not exist.
@@ -831,7 +538,7 @@ fn line_col(before: &str) -> (usize, usize) {
 /// file is then a dead writer's. Best effort: a file that cannot be removed stays.
 pub fn remove_dead_temps(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
-    let prefix = format!("{BLUEPRINT_FILE}.tmp-");
+    let prefix = format!("{BLUEPRINT_FILE}{}", atomic::TEMP_MARKER);
     for entry in entries.flatten() {
         let name = entry.file_name();
         let ours = name.to_str().is_some_and(|n| {
@@ -842,20 +549,6 @@ pub fn remove_dead_temps(dir: &Path) {
             let _ = fs::remove_file(entry.path());
         }
     }
-}
-
-fn write_synced(tmp: &Path, bytes: &[u8], permissions: Option<fs::Permissions>) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(|e| Error::io("create", tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io("write", tmp, e))?;
-    if let Some(permissions) = permissions {
-        file.set_permissions(permissions).map_err(|e| Error::io("write", tmp, e))?;
-    }
-    file.sync_all().map_err(|e| Error::io("sync", tmp, e))
 }
 
 #[cfg(test)]
@@ -1106,8 +799,16 @@ mod tests {
         b.set_ami("ami-0fedcba9876543210").unwrap();
         let edited = PY4.replace("t2.micro", "m5.xlarge");
         fs::write(&path, &edited).unwrap();
-        let e = err_text(b.save());
-        assert!(e.contains("changed on disk since devami read it"), "{e}");
+        let e = b.save().unwrap_err();
+        assert!(matches!(e, Error::BlueprintChangedOnDisk { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "`{}` changed on disk since devami read it, so nothing was written; reopen the blueprint to \
+                 pick up the changes and try again",
+                path.display()
+            )
+        );
         assert_eq!(fs::read_to_string(&path).unwrap(), edited);
     }
 
@@ -1270,84 +971,5 @@ mod tests {
         assert!(Blueprint::open(&fixtures.join("missing-ssm-timeout")).unwrap().ssm_timeout().is_err());
         let extra = bp(r#"{"PipelineName": "x", "container_history": [{"a": 1}], "PipelineVersion": "1"}"#);
         assert_eq!(extra.pipeline_name().unwrap(), "x");
-    }
-
-    #[test]
-    fn placeholders_follow_python_str_format() {
-        use Placeholder::*;
-        let named = |s: &str| Named(s.to_string());
-        let ok: Vec<(&str, Vec<Placeholder>)> = vec![
-            ("", vec![]),
-            ("ls; echo {{}} }}{{", vec![]),
-            ("{}", vec![Auto]),
-            ("{0}", vec![Index(0)]),
-            ("{name}", vec![named("name")]),
-            ("{{{}}}", vec![Auto]),
-            ("{0!r}", vec![Index(0)]),
-            ("{:>10}", vec![Auto]),
-            ("{!r:>10}", vec![Auto]),
-            ("{0.x}", vec![Index(0)]),
-            ("{[1]}", vec![Auto]),
-            ("{:{}}", vec![Auto, Auto]),
-            ("{0:{1}}", vec![Index(0), Index(1)]),
-            ("{ }", vec![named(" ")]),
-            ("{a}{}", vec![named("a"), Auto]),
-            ("{write analysis_script_here}", vec![named("write analysis_script_here")]),
-            (r#"cd /home/ubuntu; bash run.sh "{}" "{}" "{}" "{}""#, vec![Auto, Auto, Auto, Auto]),
-            ("{1} {0} {1}", vec![Index(1), Index(0), Index(1)]),
-        ];
-        for (template, expected) in ok {
-            assert_eq!(placeholders(template), Ok(expected), "{template:?}");
-        }
-        let errors = [
-            ("{}}", "Single '}' encountered in format string"),
-            ("}", "Single '}' encountered in format string"),
-            ("{", "Single '{' encountered in format string"),
-            ("echo {0", "expected '}' before end of string"),
-            ("{0:", "unmatched '{' in format spec"),
-            ("{0!r", "unmatched '{' in format spec"),
-            ("{0!}", "unmatched '{' in format spec"),
-            ("{0!x}", "Unknown conversion specifier x"),
-            ("{0!rx}", "expected ':' after conversion specifier"),
-            ("{} {0}", "cannot switch from automatic field numbering to manual field specification"),
-            ("{0} {}", "cannot switch from manual field specification to automatic field numbering"),
-            ("{:{0}}", "cannot switch from automatic field numbering to manual field specification"),
-            ("{a{}", "unexpected '{' in field name"),
-            ("{0.}", "Empty attribute in format string"),
-            ("{0[]}", "Empty attribute in format string"),
-            ("{0..x}", "Empty attribute in format string"),
-            ("{99999999999999999999999}", "Too many decimal digits in format string"),
-            ("{:{:{}}}", "Max string recursion exceeded"),
-        ];
-        for (template, message) in errors {
-            assert_eq!(placeholders(template), Err(message.to_string()), "{template:?}");
-        }
-    }
-
-    #[test]
-    fn positional_count_is_what_format_needs() {
-        use Placeholder::*;
-        assert_eq!(positional_count(&[]), 0);
-        assert_eq!(positional_count(&[Auto, Auto, Auto]), 3);
-        assert_eq!(positional_count(&[Index(4)]), 5);
-        assert_eq!(positional_count(&[Named("a".into()), Auto]), 1);
-    }
-
-    #[test]
-    fn python_json_matches_json_dumps() {
-        let v: Value =
-            serde_json::from_str(r#"{"a": [1, {"b": []}, {}], "é": "ü", "t": true, "n": null, "f": 1.5}"#)
-                .unwrap();
-        // json.dumps(v, indent=4) and json.dumps(v)
-        assert_eq!(
-            to_python_json(&v, Some(4)),
-            "{\n    \"a\": [\n        1,\n        {\n            \"b\": []\n        },\n        \
-             {}\n    ],\n    \
-             \"\\u00e9\": \"\\u00fc\",\n    \"t\": true,\n    \"n\": null,\n    \"f\": 1.5\n}"
-        );
-        assert_eq!(
-            to_python_json(&v, None),
-            r#"{"a": [1, {"b": []}, {}], "\u00e9": "\u00fc", "t": true, "n": null, "f": 1.5}"#
-        );
     }
 }

@@ -1,18 +1,10 @@
 //! `devami init NAME`: a new blueprint folder that works right away.
 //!
-//! NeuroCAAS's `configure.sh` copied a template full of self-describing placeholders
-//! (`"AMI": "instance id"`) that every developer then had to find and replace. `init` writes what
-//! that folder should contain once the placeholders are filled with the values the development
-//! loop starts from: the name as `PipelineName`, the `webdev` stage, the `ubuntu22` alias as the
-//! image, a `t2.micro`, the NeuroCAAS development key pair and security group, a `COMMAND` with
-//! the four job arguments, and the `debuggers` test affiliate. The result passes `devami check`
-//! with one warning (the alias, which `update_blueprint` later replaces with a saved image id) and
-//! runs on the local backend at once. It also writes `test_resources/exampledevsubmit.json`, a
-//! submit file for the first `submit_job`.
-//!
-//! The name follows the rule the NeuroCAAS build scripts enforce on `PipelineName`
-//! (`^[a-z0-9-]+$`, also a valid S3 bucket name). The folder is created with `create_dir`, never
-//! `create_dir_all` over an existing path, so `init` cannot overwrite anything, even in a race.
+//! Where NeuroCAAS's `configure.sh` copied a template of placeholders to find and replace, `init`
+//! writes the values the development loop starts from, and an example submit file. What it writes
+//! passes `devami check` with one warning (the `ubuntu22` alias) and runs on the local backend at
+//! once; the name follows [`blueprint_name_problem`]; nothing that exists is overwritten,
+//! even in a race (`create_dir`, then new files only).
 
 use std::fs;
 use std::io;
@@ -20,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::blueprint::{BLUEPRINT_FILE, to_python_json};
+use crate::atomic;
+use crate::blueprint::BLUEPRINT_FILE;
+use crate::blueprint::names::blueprint_name_problem;
+use crate::blueprint::pyjson::to_python_json;
 use crate::error::{Error, Result};
 
 /// The folder of example files inside a blueprint folder.
@@ -35,7 +30,7 @@ pub const EXAMPLE_SUBMIT: &str = "exampledevsubmit.json";
 /// and starts and ends with a letter or digit; with [`Error::AlreadyExists`] when anything is
 /// already at that path. If writing fails halfway, what was created is removed again.
 pub fn init(name: &str, parent: &Path) -> Result<PathBuf> {
-    if let Some(rule) = name_problem(name) {
+    if let Some(rule) = blueprint_name_problem(name) {
         return Err(Error::InvalidName { name: name.to_string(), rule });
     }
     // `init x` in the current folder shows `x`, not `./x`.
@@ -79,44 +74,10 @@ pub fn render_created(path: &Path) -> String {
     .join("\n")
 }
 
-/// The rule for blueprint names: `^[a-z0-9-]+$`, 3 to 63 characters, no dash at either end, and
-/// none of the prefixes and suffixes S3 reserves (so that `check` accepts what `init` writes).
-pub fn is_valid_name(name: &str) -> bool {
-    name_problem(name).is_none()
-}
-
-/// Which part of the naming rule `name` breaks (the first one), as the next step to take.
-pub fn name_problem(name: &str) -> Option<String> {
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Some("use only lowercase letters, digits and dashes (`^[a-z0-9-]+$`)".to_string());
-    }
-    let n = name.len();
-    if !(3..=63).contains(&n) {
-        return Some(format!(
-            "it has {n} character{}, and a name has 3 to 63 lowercase letters, digits and dashes (it \
-             becomes an S3 bucket name)",
-            if n == 1 { "" } else { "s" }
-        ));
-    }
-    let dash_at = if name.starts_with('-') {
-        Some("starts")
-    } else if name.ends_with('-') {
-        Some("ends")
-    } else {
-        None
-    };
-    if let Some(end) = dash_at {
-        return Some(format!(
-            "it {end} with a dash; a name starts and ends with a letter or a digit, with lowercase \
-             letters, digits and dashes between"
-        ));
-    }
-    // The rest of S3's rules (reserved prefixes and suffixes), as `check` applies them.
-    crate::blueprint::lint::bucket_name_problem(name)
-        .map(|problem| format!("it {problem}, and the name becomes the S3 bucket name"))
-}
-
-/// The blueprint `init` writes for `name`.
+/// The blueprint `init` writes for `name`: the name as `PipelineName`, the `webdev` stage, the
+/// `ubuntu22` alias as the image (which `update_blueprint` later replaces with a saved image id), a
+/// `t2.micro`, the NeuroCAAS development key pair and security group, a `COMMAND` with the four
+/// job arguments, and the `debuggers` test affiliate.
 pub fn blueprint_value(name: &str) -> Value {
     json!({
         "PipelineName": name,
@@ -158,7 +119,8 @@ pub fn blueprint_value(name: &str) -> Value {
     })
 }
 
-/// The example submit file `init` writes.
+/// The example submit file `init` writes (`test_resources/exampledevsubmit.json`), for the first
+/// `submit_job`.
 pub fn example_submit_value() -> Value {
     json!({
         "dataname": "debuggers/inputs/datafile.txt",
@@ -174,17 +136,12 @@ fn write_files(dir: &Path, name: &str) -> Result<()> {
     write_new(&resources.join(EXAMPLE_SUBMIT), &example_submit_value())
 }
 
-/// Writes `value` as Python's `json.dump(indent=4)` would, plus a final newline, to a new file.
+/// Writes `value` as Python's `json.dump(indent=4)` would, plus a final newline, to a new file
+/// ([`atomic::create_new`]).
 fn write_new(path: &Path, value: &Value) -> Result<()> {
     let mut text = to_python_json(value, Some(4));
     text.push('\n');
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io("create", path, e))?;
-    io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| Error::io("write", path, e))?;
-    file.sync_all().map_err(|e| Error::io("write", path, e))
+    Ok(atomic::create_new(path, text.as_bytes())?)
 }
 
 #[cfg(test)]

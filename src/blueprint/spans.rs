@@ -1,14 +1,10 @@
 //! Byte spans inside a JSON document, for surgical edits of the blueprint.
 //!
-//! A blueprint is kept under git and reviewed as a diff, so devami never re-serializes the whole
-//! file: it finds the bytes of the one value it changes and splices the new value in, leaving every
-//! other byte (indentation, key order, escapes, line endings) as the author wrote it. This module is
-//! the small scanner that does that. It walks the document text along a key path (object keys and
-//! array indexes, see [`PathSeg`]) and returns the byte range of the value there; [`insert_key`]
-//! appends a new member to an object in the style of its existing members. Keys are compared after
-//! decoding their escapes, and when an object repeats a key the last one wins, as it does for
-//! serde_json and Python's `json`. The scanner assumes valid JSON (the text was parsed by
-//! serde_json first) and answers `None` rather than panicking when that assumption fails.
+//! A blueprint is reviewed as a git diff, so devami never re-serializes it: this scanner finds the
+//! bytes of the value at a key path ([`PathSeg`]) so that a new value can be spliced in, leaving
+//! every other byte as the author wrote it. Keys compare decoded, the last of repeated keys wins
+//! (as for serde_json and Python's `json`), and text that is not valid JSON gives `None`, never a
+//! panic.
 
 use std::ops::Range;
 

@@ -2,15 +2,17 @@
 //!
 //! A submit file names the dataset(s), the config and a timestamp (`neurocaas-protocol.md` §3.2).
 //! The blueprint's COMMAND is a Python format string whose positional placeholders receive the
-//! bucket, the dataset key, the result directory and the config key (§3.4). Unlike Python's
-//! `str.format`, every value is shell-quoted for the quoting context its placeholder sits in
-//! (unquoted, inside `"..."` or inside `'...'`), so no data name can inject a command. The
-//! per-dataset `DATASET_NAME:<file>_STATUS.txt` object is built here too.
+//! bucket, the dataset key, the result directory and the config key (§3.4). It is read as
+//! `str.format` reads it ([`format`](mod@format)), but unlike Python every value is shell-quoted
+//! for the quoting context its placeholder sits in (unquoted, inside `"..."` or inside `'...'`),
+//! so no data name can inject a command. The per-dataset `DATASET_NAME:<file>_STATUS.txt` object
+//! is built here too.
 
 use std::path::Path;
 
 use serde_json::Value;
 
+use crate::blueprint::format::{self, Field, FormatError, Piece};
 use crate::error::{Error, Result};
 
 /// A parsed submit file.
@@ -23,9 +25,22 @@ pub struct Submit {
     pub instance_type: Option<String>,
 }
 
+/// What is wrong with a field of a submit file ([`Error::SubmitFieldInvalid`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldProblem {
+    #[error("must be a string, found {0}")]
+    NotAString(&'static str),
+    #[error("is empty")]
+    Empty,
+    #[error("is an empty list")]
+    EmptyList,
+    /// Keys and names reach S3 and a shell: a control character is never meant.
+    #[error("{} holds the control character `{}`, which an S3 key cannot hold; remove it", crate::error::shown(value), character.escape_default())]
+    ControlCharacter { value: String, character: char },
+}
+
 /// Parses a submit file's text; errors name the file and the field.
 pub fn parse_submit(path: &Path, text: &str) -> Result<Submit> {
-    let shown = path.display();
     if text.starts_with('\u{feff}') {
         return Err(Error::BlueprintSyntax {
             path: path.to_path_buf(),
@@ -43,44 +58,30 @@ pub fn parse_submit(path: &Path, text: &str) -> Result<Submit> {
         column: e.column(),
         message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
     })?;
-    let obj = doc.as_object().ok_or_else(|| {
-        Error::Refused(format!(
-            "submit file `{shown}` must hold a JSON object with `dataname`, `configname` and `timestamp`"
-        ))
-    })?;
-    let field = |name: &str| {
-        obj.get(name).ok_or_else(|| {
-            Error::Refused(format!(
-                "submit file `{shown}` does not contain field `{name}`; add `\"{name}\": ...` (see test_resources/exampledevsubmit.json)"
-            ))
-        })
+    let obj = doc.as_object().ok_or_else(|| Error::SubmitNotAnObject { path: path.to_path_buf() })?;
+    let field = |field: &'static str| {
+        obj.get(field).ok_or_else(|| Error::SubmitFieldMissing { path: path.to_path_buf(), field })
     };
-    let string = |name: &str, v: &Value| -> Result<String> {
-        match v {
+    let string = |field: &'static str, v: &Value| -> Result<String> {
+        let problem = match v {
             // Keys and names reach S3 and a shell: a control character is never meant.
             Value::String(s) if s.chars().any(char::is_control) => {
-                let c = s.chars().find(|c| c.is_control()).unwrap_or_default();
-                Err(Error::Refused(format!(
-                    "submit file `{shown}`: `{name}` {} holds the control character `{}`, which an S3 key \
-                     cannot hold; remove it",
-                    crate::error::shown(s),
-                    c.escape_default()
-                )))
+                let character = s.chars().find(|c| c.is_control()).unwrap_or_default();
+                FieldProblem::ControlCharacter { value: s.clone(), character }
             }
-            Value::String(s) if !s.is_empty() => Ok(s.clone()),
-            Value::String(_) => Err(Error::Refused(format!("submit file `{shown}`: `{name}` is empty"))),
-            other => Err(Error::Refused(format!(
-                "submit file `{shown}`: `{name}` must be a string, found {}",
-                crate::blueprint::type_name(other)
-            ))),
-        }
+            Value::String(s) if !s.is_empty() => return Ok(s.clone()),
+            Value::String(_) => FieldProblem::Empty,
+            other => FieldProblem::NotAString(crate::blueprint::type_name(other)),
+        };
+        Err(Error::SubmitFieldInvalid { path: path.to_path_buf(), field, problem })
     };
     let datanames = match field("dataname")? {
         Value::Array(items) if !items.is_empty() => {
             items.iter().map(|v| string("dataname", v)).collect::<Result<Vec<_>>>()?
         }
         Value::Array(_) => {
-            return Err(Error::Refused(format!("submit file `{shown}`: `dataname` is an empty list")));
+            let problem = FieldProblem::EmptyList;
+            return Err(Error::SubmitFieldInvalid { path: path.to_path_buf(), field: "dataname", problem });
         }
         v => vec![string("dataname", v)?],
     };
@@ -101,8 +102,71 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Why a COMMAND cannot be filled (see [`fill_command`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FillProblem {
+    /// Python's `str.format` rejects the template.
+    #[error(transparent)]
+    Syntax(#[from] FormatError),
+    /// A field other than `{}` or `{N}`: the job manager passes positional values only.
+    #[error(
+        "`{{{0}}}` is a named or formatted field; the job manager passes only positional values (KeyError)"
+    )]
+    NotPositional(String),
+    /// A field beyond the values passed.
+    #[error("it has more than {0} positional placeholders; the job manager passes {0} (IndexError)")]
+    TooFewValues(usize),
+    /// A field inside `$(...)`, backquotes or `$'...'`, where no quoting is safe.
+    #[error(
+        "a placeholder inside `$(...)`, backquotes or `$'...'` cannot be quoted safely; pass the value to a script as an argument instead"
+    )]
+    UnquotableContext,
+    /// A field right after a backslash, which would escape the value's quoting.
+    #[error(
+        "a backslash right before a placeholder (`\\{{}}`) would escape the value's quoting; remove the backslash"
+    )]
+    BackslashBeforeField,
+}
+
+/// Fills the COMMAND template's positional placeholders with `values`, each quoted for its
+/// shell context (unquoted, `"..."` or `'...'`). The template is read as Python's `str.format`
+/// reads it ([`format::pieces`]): what Python rejects, named fields, format specs and more
+/// placeholders than values are errors, and so are placeholders in a context no quoting makes
+/// safe: inside a command substitution (`$(...)`, backquotes), inside `$'...'`, or right after a
+/// backslash.
+pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|v| v.len() + 8).sum::<usize>());
+    let mut shell = ShellScan::default();
+    for piece in format::pieces(template) {
+        let field = match piece.map_err(|e| Error::CommandNotFillable(e.into()))? {
+            Piece::Literal(text) => {
+                shell.copy(text, &mut out);
+                continue;
+            }
+            Piece::Field(field) => field,
+        };
+        let value = shell.quote_field(&field, values).map_err(Error::CommandNotFillable)?;
+        out.push_str(&value);
+    }
+    Ok(out)
+}
+
+/// The shell quoting context at the end of the text copied so far, as far as [`fill_command`]
+/// follows it.
+#[derive(Default)]
+struct ShellScan {
+    quote: Quote,
+    /// Open `$(` substitutions: the quoting inside starts afresh, which this scan does not follow.
+    substitutions: usize,
+    /// Whether a backquoted substitution is open.
+    backquoted: bool,
+    /// Whether the text ended with a backslash that escapes what comes next.
+    escaping: bool,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum Quote {
+    #[default]
     None,
     Single,
     Double,
@@ -110,132 +174,73 @@ enum Quote {
     AnsiC,
 }
 
-/// Fills the COMMAND template's positional placeholders with `values`, each quoted for its
-/// shell context (unquoted, `"..."` or `'...'`). Named fields, format specs and more placeholders
-/// than values are errors, and so are placeholders in a context no quoting makes safe: inside a
-/// command substitution (`$(...)`, backquotes), inside `$'...'`, or right after a backslash.
-pub fn fill_command(template: &str, values: &[&str]) -> Result<String> {
-    let mut out = String::with_capacity(template.len() + values.iter().map(|v| v.len() + 8).sum::<usize>());
-    let mut quote = Quote::None;
-    // Open `$(` substitutions and whether a backquoted one is open: the quoting inside them starts
-    // afresh, which this scan does not follow, so a placeholder there is refused.
-    let mut substitutions = 0usize;
-    let mut backquoted = false;
-    let mut auto = 0usize;
-    let mut chars = template.chars().peekable();
-    let bad = |m: String| Error::Refused(format!("the blueprint's COMMAND cannot be filled: {m}"));
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                out.push('{');
-                continue;
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                out.push('}');
-                continue;
-            }
-            '}' => return Err(bad("Single '}' encountered in format string".into())),
-            '{' => {
-                let mut field = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(ch) => field.push(ch),
-                        None => return Err(bad("expected '}' before end of string".into())),
-                    }
-                }
-                let index = if field.is_empty() {
-                    auto += 1;
-                    auto - 1
-                } else if let Ok(n) = field.parse::<usize>() {
-                    n
-                } else {
-                    return Err(bad(format!(
-                        "`{{{field}}}` is a named or formatted field; the job manager passes only positional values (KeyError)"
-                    )));
-                };
-                if substitutions > 0 || backquoted || quote == Quote::AnsiC {
-                    return Err(bad(
-                        "a placeholder inside `$(...)`, backquotes or `$'...'` cannot be quoted safely; pass the value to a script as an argument instead"
-                            .into(),
-                    ));
-                }
-                let value = values.get(index).ok_or_else(|| {
-                    bad(format!(
-                        "it has more than {} positional placeholders; the job manager passes {} (IndexError)",
-                        values.len(),
-                        values.len()
-                    ))
-                })?;
-                match quote {
-                    Quote::None => out.push_str(&shell_quote(value)),
-                    Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
-                    Quote::AnsiC => {
-                        return Err(bad("a placeholder inside `$'...'` cannot be quoted safely".into()));
-                    }
-                    Quote::Double => {
-                        for ch in value.chars() {
-                            if matches!(ch, '\\' | '"' | '$' | '`') {
-                                out.push('\\');
-                            }
-                            out.push(ch);
-                        }
-                    }
-                }
-                continue;
-            }
-            _ => {}
+impl ShellScan {
+    /// Copies literal text to `out`, following the quoting it opens and closes.
+    fn copy(&mut self, text: &str, out: &mut String) {
+        let mut chars = text.chars().peekable();
+        if std::mem::take(&mut self.escaping)
+            && let Some(c) = chars.next()
+        {
+            out.push(c);
         }
-        out.push(c);
-        match (quote, c) {
-            (Quote::None, '$') if chars.peek() == Some(&'\'') => {
-                out.push('\'');
-                chars.next();
-                quote = Quote::AnsiC;
-            }
-            (Quote::None | Quote::Double, '$') if chars.peek() == Some(&'(') => {
-                out.push('(');
-                chars.next();
-                substitutions += 1;
-            }
-            (Quote::None | Quote::Double, ')') if substitutions > 0 => substitutions -= 1,
-            (Quote::None | Quote::Double, '`') => backquoted = !backquoted,
-            (Quote::AnsiC, '\'') => quote = Quote::None,
-            (Quote::AnsiC, '\\') => {
-                if let Some(next) = chars.next() {
-                    out.push(next);
-                }
-            }
-            (Quote::None, '\'') => quote = Quote::Single,
-            (Quote::None, '"') => quote = Quote::Double,
-            (Quote::Single, '\'') => quote = Quote::None,
-            (Quote::Double, '"') => quote = Quote::None,
-            (Quote::None | Quote::Double, '\\') => {
-                if let Some(&next) = chars.peek()
-                    && next != '{'
-                    && next != '}'
-                {
-                    out.push(next);
+        while let Some(c) = chars.next() {
+            out.push(c);
+            match (self.quote, c) {
+                (Quote::None, '$') if chars.peek() == Some(&'\'') => {
+                    out.push('\'');
                     chars.next();
-                } else if chars.peek() == Some(&'{') {
-                    // `\{}`: the backslash would escape the value's first character (its opening
-                    // quote, or the backslash that protects a `$`), so the value could run.
-                    let mut ahead = chars.clone();
-                    ahead.next();
-                    if ahead.peek() != Some(&'{') {
-                        return Err(bad(
-                            "a backslash right before a placeholder (`\\{}`) would escape the value's quoting; remove the backslash"
-                                .into(),
-                        ));
-                    }
+                    self.quote = Quote::AnsiC;
                 }
+                (Quote::None | Quote::Double, '$') if chars.peek() == Some(&'(') => {
+                    out.push('(');
+                    chars.next();
+                    self.substitutions += 1;
+                }
+                (Quote::None | Quote::Double, ')') if self.substitutions > 0 => self.substitutions -= 1,
+                (Quote::None | Quote::Double, '`') => self.backquoted = !self.backquoted,
+                (Quote::AnsiC, '\'') => self.quote = Quote::None,
+                (Quote::None, '\'') => self.quote = Quote::Single,
+                (Quote::None, '"') => self.quote = Quote::Double,
+                (Quote::Single, '\'') => self.quote = Quote::None,
+                (Quote::Double, '"') => self.quote = Quote::None,
+                (Quote::None | Quote::Double | Quote::AnsiC, '\\') => match chars.next() {
+                    Some(next) => out.push(next),
+                    None => self.escaping = true,
+                },
+                _ => {}
             }
-            _ => {}
         }
     }
-    Ok(out)
+
+    /// The value for a field, quoted for where it stands, or why it cannot be placed there.
+    fn quote_field(&mut self, field: &Field, values: &[&str]) -> std::result::Result<String, FillProblem> {
+        // `\{}`: the backslash would escape the value's first character (its opening quote, or
+        // the backslash that protects a `$`), so the value could run.
+        if std::mem::take(&mut self.escaping) && self.quote != Quote::AnsiC {
+            return Err(FillProblem::BackslashBeforeField);
+        }
+        let Some(index) = field.position.filter(|_| field.is_plain()) else {
+            return Err(FillProblem::NotPositional(field.text.to_string()));
+        };
+        if self.substitutions > 0 || self.backquoted || self.quote == Quote::AnsiC {
+            return Err(FillProblem::UnquotableContext);
+        }
+        let value = values.get(index).ok_or(FillProblem::TooFewValues(values.len()))?;
+        Ok(match self.quote {
+            Quote::Single => value.replace('\'', r"'\''"),
+            Quote::Double => {
+                let mut quoted = String::with_capacity(value.len() + 2);
+                for ch in value.chars() {
+                    if matches!(ch, '\\' | '"' | '$' | '`') {
+                        quoted.push('\\');
+                    }
+                    quoted.push(ch);
+                }
+                quoted
+            }
+            Quote::None | Quote::AnsiC => shell_quote(value),
+        })
+    }
 }
 
 /// The development result directory for a submission at `now` (Python's `str(datetime.now())`).
@@ -247,9 +252,7 @@ pub fn result_dir(now: &str) -> String {
 pub fn group_of(data_key: &str) -> Result<String> {
     match data_key.rfind("/inputs/") {
         Some(i) if i > 0 => Ok(data_key[..i].to_string()),
-        _ => Err(Error::Refused(format!(
-            "dataset `{data_key}` is not under a group's `inputs/` folder (like `mygroup/inputs/data.zip`); NeuroCAAS finds the group from that path"
-        ))),
+        _ => Err(Error::DatasetOutsideGroup { key: data_key.to_string() }),
     }
 }
 
@@ -298,10 +301,7 @@ pub fn key_in_bucket(name: &str, bucket: &str) -> Result<String> {
         None => Ok(name.trim_start_matches('/').to_string()),
         Some(rest) => match rest.split_once('/') {
             Some((b, key)) if b == bucket && !key.is_empty() => Ok(key.to_string()),
-            _ => Err(Error::Refused(format!(
-                "{} is outside the analysis bucket `{bucket}`; development jobs read their data and config from it (give the key, like `GROUP/inputs/FILE`)",
-                crate::error::shown(name)
-            ))),
+            _ => Err(Error::OutsideBucket { name: name.to_string(), bucket: bucket.to_string() }),
         },
     }
 }
@@ -384,6 +384,71 @@ mod tests {
         // Substitutions without placeholders, and placeholders after them, are fine.
         assert_eq!(fill_command("cd $(pwd) && echo {}", &["a b"]).unwrap(), "cd $(pwd) && echo 'a b'");
         assert_eq!(fill_command("x=$'a\\'b' {}", &["v"]).unwrap(), "x=$'a\\'b' 'v'");
+        // The template is read as Python reads it, whatever the shell does with backslashes: what
+        // `str.format` rejects is refused with its message, an escaped brace is a brace.
+        for (t, message) in [
+            ("{} {0}", "cannot switch from automatic field numbering to manual field specification"),
+            ("$'\\{", "Single '{' encountered in format string"),
+            ("{0!x}", "Unknown conversion specifier x"),
+        ] {
+            let e = fill_command(t, &["a"]).unwrap_err().to_string();
+            assert_eq!(e, format!("the blueprint's COMMAND cannot be filled: {message}"), "{t}");
+        }
+        assert_eq!(fill_command("echo $'\\{{' {}", &["a"]).unwrap(), "echo $'\\{' 'a'");
+        let e = fill_command("{0:>3}", &["a"]).unwrap_err().to_string();
+        let named = "`{0:>3}` is a named or formatted field; the job manager passes only positional values";
+        assert!(e.ends_with(&format!("{named} (KeyError)")), "{e}");
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_in_full() {
+        let p = Path::new("t/s.json");
+        let e = |text: &str| parse_submit(p, text).unwrap_err().to_string();
+        assert_eq!(
+            e("[1]"),
+            "submit file `t/s.json` must hold a JSON object with `dataname`, `configname` and `timestamp`"
+        );
+        assert_eq!(
+            e(r#"{"dataname": "a", "timestamp": "t"}"#),
+            "submit file `t/s.json` does not contain field `configname`; add `\"configname\": ...` (see \
+             test_resources/exampledevsubmit.json)"
+        );
+        assert_eq!(
+            e(r#"{"dataname": [], "configname": "c", "timestamp": "t"}"#),
+            "submit file `t/s.json`: `dataname` is an empty list"
+        );
+        assert_eq!(
+            e(r#"{"dataname": "a", "configname": "", "timestamp": "t"}"#),
+            "submit file `t/s.json`: `configname` is empty"
+        );
+        assert_eq!(
+            e(r#"{"dataname": "a", "configname": "c", "timestamp": null}"#),
+            "submit file `t/s.json`: `timestamp` must be a string, found null"
+        );
+        assert_eq!(
+            e(r#"{"dataname": "a", "configname": "c", "timestamp": "t", "instance_type": "x\ty"}"#),
+            "submit file `t/s.json`: `instance_type` `x\\ty` holds the control character `\\t`, which an S3 \
+             key cannot hold; remove it"
+        );
+        assert_eq!(
+            group_of("x/data.txt").unwrap_err().to_string(),
+            "dataset `x/data.txt` is not under a group's `inputs/` folder (like `mygroup/inputs/data.zip`); \
+             NeuroCAAS finds the group from that path"
+        );
+        assert_eq!(
+            key_in_bucket("s3://other/k", "b").unwrap_err().to_string(),
+            "`s3://other/k` is outside the analysis bucket `b`; development jobs read their data and config \
+             from it (give the key, like `GROUP/inputs/FILE`)"
+        );
+        assert_eq!(
+            fill_command("{} {}", &["a"]).unwrap_err().to_string(),
+            "the blueprint's COMMAND cannot be filled: it has more than 1 positional placeholders; the job \
+             manager passes 1 (IndexError)"
+        );
+        assert!(matches!(
+            fill_command("\\{}", &["a"]),
+            Err(Error::CommandNotFillable(FillProblem::BackslashBeforeField))
+        ));
     }
 
     #[test]

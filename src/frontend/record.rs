@@ -170,23 +170,12 @@ pub fn render_step(input: &str, output: &str, markdown: bool) -> String {
     out
 }
 
-/// Creates `path` holding `text`, atomically: written aside, then linked into place (never over an
-/// existing file). Falls back to an exclusive create where hard links are not supported.
+/// Creates `path` holding `text`, atomically and never over an existing file
+/// ([`crate::atomic::create_new`]); a file that another process created first is left for appending.
 fn create_atomically(path: &Path, text: &str) -> Result<()> {
-    let io = |e| Error::io("create", path, e);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let aside = path.with_file_name(format!(".{name}.{}.part", std::process::id()));
-    std::fs::write(&aside, text).map_err(|e| Error::io("write", &aside, e))?;
-    let linked = std::fs::hard_link(&aside, path);
-    let _ = std::fs::remove_file(&aside);
-    match linked {
-        Ok(()) => Ok(()),
-        // Another process created it first: append to it.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(_) => {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)
-        }
+    match crate::atomic::create_new(path, text.as_bytes()) {
+        Err(e) if e.source.kind() != std::io::ErrorKind::AlreadyExists => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
