@@ -394,15 +394,6 @@ pub enum Error {
     /// The local backend's own machinery (its container engine, its home) failed.
     #[error(transparent)]
     Local(#[from] crate::backend::local::error::LocalError),
-
-    // --- Being retired ---
-    /// A refusal as a bare message: being retired, in favour of a variant named for the failure.
-    #[error("{0}")]
-    Refused(String),
-
-    /// A wait's deadline as a bare message: being retired, in favour of [`Error::WaitTimedOut`].
-    #[error("{0}")]
-    GaveUp(String),
 }
 
 impl Error {

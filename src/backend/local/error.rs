@@ -160,7 +160,7 @@ mod tests {
         assert!(matches!(gone, BackendError::Unreachable { .. }));
     }
 
-    /// The refusals read as the `Refused` strings they replace.
+    /// The refusals keep the words they had when they were bare strings.
     #[test]
     fn refusals_keep_their_words() {
         let cases = [
