@@ -375,7 +375,7 @@ pub enum Error {
     GitSignature { cause: git2::Error },
 
     /// A git lock file exists, so a commit cannot go on; `outcome` says what became of it.
-    #[error("git: `{}` exists, so {outcome}: a git command is running in the repository, or one was interrupted (a killed `update_blueprint` or `git commit`) and left its lock file behind; if no git command is running, remove it (`rm {}`) and retry", lock.display(), crate::parse::shell_quote(&lock.to_string_lossy()))]
+    #[error("git: `{}` exists, so {outcome}: a git command is running in the repository, or one was interrupted (a killed `update_blueprint` or `git commit`) and left its lock file behind; if no git command is running, remove it (`rm {}`) and retry", lock.display(), crate::shellquote::when_needed(&lock.to_string_lossy()))]
     GitLocked { lock: PathBuf, outcome: &'static str },
 
     /// The blueprint names the new image but its commit failed (`cause`, a git error).

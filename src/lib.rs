@@ -20,6 +20,7 @@ pub mod output;
 pub mod parse;
 pub mod pricing;
 pub mod session;
+pub mod shellquote;
 pub mod state;
 pub mod transcript;
 pub mod wait;

@@ -879,9 +879,9 @@ impl Backend for AwsBackend {
         let wd = if working_directory == "~" {
             "~".to_string()
         } else if let Some(rest) = working_directory.strip_prefix("~/") {
-            format!("~/{}", crate::blueprint::submit::shell_quote(rest))
+            format!("~/{}", crate::shellquote::always(rest))
         } else {
-            crate::blueprint::submit::shell_quote(working_directory)
+            crate::shellquote::always(working_directory)
         };
         match command {
             Some(c) => {

@@ -97,11 +97,6 @@ pub fn parse_submit(path: &Path, text: &str) -> Result<Submit> {
     Ok(Submit { datanames, configname, timestamp, instance_type })
 }
 
-/// Quotes `s` for a POSIX shell (single quotes; `'` becomes `'\''`).
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// Why a COMMAND cannot be filled (see [`fill_command`]).
 #[derive(Debug, thiserror::Error)]
 pub enum FillProblem {
@@ -238,7 +233,7 @@ impl ShellScan {
                 }
                 quoted
             }
-            Quote::None | Quote::AnsiC => shell_quote(value),
+            Quote::None | Quote::AnsiC => crate::shellquote::always(value),
         })
     }
 }

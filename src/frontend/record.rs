@@ -117,7 +117,7 @@ pub fn step(console: &mut Console, input: &str, output: &str) {
 /// the same blueprint without `-d` (run it from the folder it was recorded in). Prints what
 /// `open` prints.
 pub fn open_recorded(session: &mut DevAmi, dir: &Path) -> Result<()> {
-    let input = format!("open {}", parse::shell_quote(&dir.display().to_string()));
+    let input = format!("open {}", crate::shellquote::when_needed(&dir.display().to_string()));
     session.console.begin_capture();
     let result = session.execute_line(&input);
     if let Ok(outcome) = &result {

@@ -26,7 +26,6 @@ mod split;
 mod tests;
 
 pub use complete::{Completion, completion_context};
-pub use shell::shell_quote;
 pub use split::split_commands;
 
 use call::CallParser;

@@ -3,8 +3,8 @@
 //! Words split like a POSIX shell (single and double quotes, backslash escapes, `#` comments, an
 //! unquoted `;` ends the command). They bind to the command's arguments by position or as flags
 //! (`--name`, `--name=value`, `--name value`, `--no-name`; `--` ends the flags) and are converted to
-//! the argument's kind; a rest-of-line argument takes the remainder verbatim. [`shell_quote`] quotes
-//! one word back. Never panics on any input; one pass over the line, with no recursion however many
+//! the argument's kind; a rest-of-line argument takes the remainder verbatim
+//! (`crate::shellquote` quotes a word back). Never panics on any input; one pass over the line, with no recursion however many
 //! `;` it holds.
 
 use super::{Args, Invocation, Line, Spelling, Value};
@@ -12,16 +12,6 @@ use super::{column, help_for, unknown_command};
 use crate::Error;
 use crate::commands::{self, ArgKind, ArgSpec, CommandSpec};
 use crate::error::{shown, shown_raw};
-
-/// Quotes a word for the shell form when it needs it: `my file` becomes `'my file'`.
-pub fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_alphanumeric() || "_-./:@%+=,~^".contains(c);
-    if !s.is_empty() && s.chars().all(safe) && !s.starts_with('~') {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
 
 /// A rest-of-line argument that is one quoted word (`"a; b"`, `'a; b'`) means its content, as
 /// `ssh host "a; b"` runs `a; b`: the quotes are the local shell's, not the remote command's.
