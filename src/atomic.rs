@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -25,6 +26,9 @@ pub struct Temp<'a> {
     pub dir: Option<&'a Path>,
     /// Whether its name starts with a dot (`.<name>.tmp-<pid>`).
     pub hidden: bool,
+    /// Whether the file is readable by its owner alone (mode 0600, from its creation on) instead of
+    /// keeping the permissions of the file it replaces.
+    pub private: bool,
 }
 
 /// The step of a write that failed: what was being done, to which file, and the system's error.
@@ -52,7 +56,11 @@ impl From<WriteError> for Error {
 /// of the one it replaces. When anything fails before the rename, `path` is as it was and the
 /// temporary file is gone.
 pub fn replace(path: &Path, bytes: &[u8], temp: Temp) -> Result<(), WriteError> {
-    let permissions = fs::metadata(path).ok().map(|m| m.permissions());
+    let permissions = if temp.private {
+        Some(fs::Permissions::from_mode(0o600))
+    } else {
+        fs::metadata(path).ok().map(|m| m.permissions())
+    };
     let name = temp_name(path, temp.hidden);
     let through_dir = temp.dir.map(|dir| rename_from(&dir.join(&name), path, bytes, permissions.clone()));
     match through_dir {
@@ -116,12 +124,12 @@ fn rename_from(
 }
 
 fn write_synced(tmp: &Path, bytes: &[u8], permissions: Option<fs::Permissions>) -> Result<(), WriteError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(WriteError::at("create", tmp))?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if let Some(permissions) = &permissions {
+        options.mode(permissions.mode());
+    }
+    let mut file = options.open(tmp).map_err(WriteError::at("create", tmp))?;
     file.write_all(bytes).map_err(WriteError::at("write", tmp))?;
     if let Some(permissions) = permissions {
         file.set_permissions(permissions).map_err(WriteError::at("write", tmp))?;
@@ -141,8 +149,6 @@ fn sync_folder(path: &Path) -> Result<(), WriteError> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
@@ -158,7 +164,7 @@ mod tests {
     fn replace_keeps_permissions_and_leaves_no_temporary_file() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("f.json");
-        replace(&path, b"one", Temp { dir: None, hidden: true }).unwrap();
+        replace(&path, b"one", Temp { dir: None, hidden: true, private: false }).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"one");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         replace(&path, b"two", Temp::default()).unwrap();
@@ -166,10 +172,22 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
         let aside = tmp.path().join("aside");
         fs::create_dir(&aside).unwrap();
-        replace(&path, b"three", Temp { dir: Some(&aside), hidden: false }).unwrap();
+        replace(&path, b"three", Temp { dir: Some(&aside), hidden: false, private: false }).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"three");
         assert_eq!(names(tmp.path()), ["aside", "f.json"]);
         assert!(names(&aside).is_empty());
+    }
+
+    #[test]
+    fn a_private_file_is_its_owners_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys.json");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        replace(&path, b"secret", Temp { private: true, ..Temp::default() }).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"secret");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(names(tmp.path()), ["keys.json"]);
     }
 
     #[test]
@@ -188,8 +206,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("f");
         fs::write(&path, "old").unwrap();
-        let e = replace(&path, b"new", Temp { dir: Some(&tmp.path().join("missing")), hidden: false })
-            .unwrap_err();
+        let e = replace(
+            &path,
+            b"new",
+            Temp { dir: Some(&tmp.path().join("missing")), hidden: false, private: false },
+        )
+        .unwrap_err();
         assert_eq!((e.action, e.path), ("create", tmp.path().join("missing").join(temp_name(&path, false))));
         assert_eq!(fs::read_to_string(&path).unwrap(), "old");
         fs::create_dir(tmp.path().join("folder")).unwrap();

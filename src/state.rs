@@ -550,7 +550,7 @@ fn process_start(pid: u32) -> Option<Started> {
 /// before the rename leaves it behind (in `.devami/`, [`StateStore::remove_dead_temps`] removes
 /// it). A failure is reported as writing `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic::replace(path, bytes, Temp { dir: None, hidden: true })
+    atomic::replace(path, bytes, Temp { dir: None, hidden: true, private: false })
         .map_err(|e| Error::io("write", path, e.source))
 }
 

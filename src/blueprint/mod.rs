@@ -398,7 +398,11 @@ impl Blueprint {
         let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let session = folder.join(crate::state::STATE_DIR);
         let session = fs::symlink_metadata(&session).is_ok_and(|m| m.is_dir()).then_some(session.as_path());
-        atomic::replace(&self.path, self.text.as_bytes(), Temp { dir: session, hidden: false })?;
+        atomic::replace(
+            &self.path,
+            self.text.as_bytes(),
+            Temp { dir: session, hidden: false, private: false },
+        )?;
         self.original = self.text.clone();
         Ok(())
     }

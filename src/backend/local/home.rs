@@ -226,19 +226,8 @@ pub fn read_json_any<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Writes a file readable by its owner alone (mode 0600), atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("write", path, e));
-    }
-    Ok(())
+    let private = crate::atomic::Temp { private: true, ..Default::default() };
+    Ok(crate::atomic::replace(path, bytes, private)?)
 }
 
 /// Writes a JSON document atomically.
