@@ -1,12 +1,14 @@
-//! Wall-clock time, formatted the way devami prints and stores it.
-//!
-//! Times are kept as seconds since the Unix epoch (UTC) and printed as `2026-11-25 13:23:38` (UTC).
-//! `DEVAMI_CLOCK_OFFSET` (seconds) moves the clock forward, so lifetime expiry is testable without
-//! waiting.
+//! Wall-clock time as devami prints and stores it: seconds since the Unix epoch (UTC), printed as
+//! `2026-11-25 13:23:38` (UTC). The calendar is jiff's. `DEVAMI_CLOCK_OFFSET` (seconds) moves
+//! [`now`] forward, so lifetime expiry is testable without waiting.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use jiff::Timestamp;
+use jiff::fmt::temporal::Pieces;
+use jiff::tz::Offset;
 
 /// Offset in seconds added to the system time (tests, and `DEVAMI_CLOCK_OFFSET`).
 static OFFSET: AtomicI64 = AtomicI64::new(0);
@@ -26,11 +28,19 @@ pub fn now() -> i64 {
     secs.saturating_add(OFFSET.load(Ordering::Relaxed))
 }
 
-/// Formats epoch seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// Seconds in 400 Gregorian years (146,097 days), after which the calendar repeats exactly.
+const GREGORIAN_CYCLE: i64 = 146_097 * 86_400;
+
+/// Formats epoch seconds as `YYYY-MM-DD HH:MM:SS` (UTC). Any `i64` formats: the instant is moved
+/// by whole 400-year cycles into years 1970 to 2369 for jiff and the year moved back, so even a
+/// damaged time beyond jiff's years -9999 to 9999 prints as its proleptic Gregorian date.
 pub fn format(epoch: i64) -> String {
-    let (y, m, d) = civil_from_days(epoch.div_euclid(86_400));
-    let rem = epoch.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let cycles = epoch.div_euclid(GREGORIAN_CYCLE);
+    let within = Timestamp::from_second(epoch.rem_euclid(GREGORIAN_CYCLE))
+        .expect("an instant within 400 years after 1970 is in jiff's range");
+    let t = Offset::UTC.to_datetime(within);
+    let year = i64::from(t.year()) + 400 * cycles;
+    format!("{year:04}-{:02}-{:02} {:02}:{:02}:{:02}", t.month(), t.day(), t.hour(), t.minute(), t.second())
 }
 
 /// Formats epoch seconds as RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`).
@@ -38,38 +48,17 @@ pub fn format_rfc3339(epoch: i64) -> String {
     format(epoch).replacen(' ', "T", 1) + "Z"
 }
 
-/// Parses `YYYY-MM-DD[T ]HH:MM:SS[.fff][Z|+00:00]` into epoch seconds.
+/// Parses an ISO 8601 date and time into epoch seconds: `YYYY-MM-DD[T ]HH:MM[:SS[.fff]]`, then an
+/// offset `Z`, `+HH`, `+HHMM` or `+HH:MM` (none: UTC, as moto writes SSM times). Dates that do
+/// not exist (31 February, hour 25) and time zone annotations (`[Europe/Paris]`) give `None`.
 pub fn parse(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() < 19 || !matches!(b[10], b'T' | b' ') {
+    let pieces = Pieces::parse(s.trim()).ok()?;
+    if pieces.time_zone_annotation().is_some() {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "" | "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hh: i64 = rest.get(1..3)?.parse().ok()?;
-            let mm: i64 = rest.get(rest.len() - 2..)?.parse().ok()?;
-            sign * (hh * 3600 + mm * 60)
-        }
-    };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+    let datetime = pieces.date().to_datetime(pieces.time()?);
+    let offset = pieces.to_numeric_offset().unwrap_or(Offset::UTC);
+    Some(offset.to_timestamp(datetime).ok()?.as_second())
 }
 
 /// A duration in seconds as `1h 05m`, `3m 07s` or `12s`.
@@ -81,30 +70,6 @@ pub fn human_duration(seconds: i64) -> String {
         60..=3599 => format!("{sign}{}m {:02}s", s / 60, s % 60),
         _ => format!("{sign}{}h {:02}m", s / 3600, s % 3600 / 60),
     }
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -127,11 +92,54 @@ mod tests {
     }
 
     #[test]
+    fn parse_rejects_dates_and_times_that_do_not_exist() {
+        assert_eq!(parse("2026-02-31 00:00:00"), None);
+        assert_eq!(parse("2026-02-29T00:00:00Z"), None);
+        assert_eq!(parse("2026-11-25 25:00:00"), None);
+        assert_eq!(parse("2026-11-25T13:60:00Z"), None);
+        assert_eq!(parse("2028-02-29T00:00:00Z"), Some(1_835_395_200));
+    }
+
+    #[test]
+    fn parse_reads_every_offset_spelling() {
+        let utc = 1_795_613_018; // 2026-11-25 13:23:38 UTC
+        for s in [
+            "2026-11-25T13:23:38Z",
+            "2026-11-25T13:23:38z",
+            "2026-11-25 13:23:38",
+            "2026-11-25T13:23:38+00:00",
+        ] {
+            assert_eq!(parse(s), Some(utc), "{s}");
+        }
+        for s in ["2026-11-25T13:23:38+01", "2026-11-25T13:23:38+01:00", "2026-11-25T13:23:38+0100"] {
+            assert_eq!(parse(s), Some(utc - 3600), "{s}");
+        }
+        assert_eq!(parse("2026-11-25T13:23:38-0530"), Some(utc + 5 * 3600 + 30 * 60));
+        assert_eq!(parse("2026-11-25T13:23:38[Europe/Paris]"), None);
+    }
+
+    #[test]
+    fn parse_reads_what_aws_and_moto_send() {
+        // EC2 CreationDate, SSM execution times (moto: Python's isoformat, no offset, microseconds).
+        assert_eq!(parse("2026-11-25T13:23:38.000Z"), Some(1_795_613_018));
+        assert_eq!(parse("2026-11-25T13:23:38.123456"), Some(1_795_613_018));
+        assert_eq!(parse(" 2026-11-25T13:23:38Z\n"), Some(1_795_613_018));
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("2026-11-25"), None);
+    }
+
+    #[test]
     fn extreme_instants_format_without_overflow() {
         for t in [i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1] {
             assert!(!format(t).is_empty());
             assert!(format_rfc3339(t).ends_with('Z'));
         }
+        // The proleptic Gregorian dates, beyond the years jiff itself represents.
+        assert_eq!(format(i64::MAX), "292277026596-12-04 15:30:07");
+        assert_eq!(format(i64::MIN), "-292277022657-01-27 08:29:52");
+        assert_eq!(format(253_402_300_800), "10000-01-01 00:00:00");
+        assert_eq!(format(-62_167_219_201), "-001-12-31 23:59:59");
+        assert_eq!(format(-1), "1969-12-31 23:59:59");
         assert_eq!(
             human_duration(i64::MIN),
             format!("-{}h {:02}m", (i64::MIN.unsigned_abs()) / 3600, (i64::MIN.unsigned_abs()) % 3600 / 60)

@@ -1,10 +1,9 @@
 //! Ctrl-C as a request to cancel the running command, never to end the shell.
 //!
-//! [`install`] replaces the default SIGINT action with a handler that only sets a flag. Long
-//! operations (waits, sleeps, transfers) poll [`check`] or use [`sleep`], which return
-//! [`Error::Interrupted`](crate::Error::Interrupted) within 50 ms of the key press; the front end
-//! clears the flag before each command. While rustyline reads a line the terminal is in raw mode,
-//! so Ctrl-C there is a key press that rustyline reports itself.
+//! SIGINT only sets a flag ([`install`]); long operations poll [`check`] or use [`sleep`], which
+//! return [`Error::Interrupted`](crate::Error::Interrupted) within 50 ms of the key press, and the
+//! front ends [`clear`] it before each command. At the shell's prompt the terminal is in raw mode,
+//! so Ctrl-C there is a key that rustyline reports itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +16,11 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Installs the SIGINT handler (idempotent).
+/// Installs the SIGINT handler; calling it again puts it back after someone else took SIGINT
+/// (rustyline does while its editor exists, so the shell calls this after each line read).
+/// Hand-written because signal-hook registers its handler with the kernel once and cannot take
+/// SIGINT back, and rustyline's `signal-hook` feature, which would leave SIGINT alone, stalls when
+/// several keys arrive at once (it waits on the terminal while they sit in its buffer).
 pub fn install() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -67,7 +70,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sleep_is_cut_short_by_an_interrupt() {
+    fn sleep_is_cut_short_by_an_interrupt_and_sigint_only_sets_the_flag() {
         clear();
         let start = Instant::now();
         let t = std::thread::spawn(|| {
@@ -79,5 +82,14 @@ mod tests {
         t.join().unwrap();
         clear();
         assert!(sleep(Duration::from_millis(10)).is_ok());
+
+        // A real SIGINT (in this same test: the flag is process-wide) only sets the flag.
+        install();
+        // SAFETY: raise only sends a signal to this thread; the handler installed above runs
+        // before it returns.
+        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        assert!(matches!(check(), Err(Error::Interrupted)));
+        clear();
+        assert!(check().is_ok());
     }
 }
