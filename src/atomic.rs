@@ -3,8 +3,8 @@
 //! The bytes go to a temporary file `<name>.tmp-<pid>` (or `.<name>.tmp-<pid>`) on the target's
 //! file system, which is synced, then renamed over the target ([`replace`]) or linked to it, never
 //! over an existing file ([`create_new`]); then the target's folder is synced. A writer killed
-//! half-way leaves only its temporary file, whose name `state::is_temp_name` and
-//! `state::temp_pid` recognise, so that the folder's cleanup can remove it.
+//! half-way leaves only its temporary file, whose name [`is_temp_name`] and [`temp_pid`] recognise,
+//! so that the folder's cleanup can remove it.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -16,6 +16,22 @@ use crate::error::Error;
 
 /// What a temporary file's name has between the target's name and the writer's pid.
 pub const TEMP_MARKER: &str = ".tmp-";
+
+/// Whether `name` is a temporary file of an atomic write: `<anything>.tmp-<pid>` (what
+/// [`replace`] names them).
+pub fn is_temp_name(name: &str) -> bool {
+    temp_pid(name, TEMP_MARKER).is_some()
+}
+
+/// The pid a temporary file `<stem><marker><pid>` is named after, when `name` has that shape with
+/// a non-empty stem.
+pub fn temp_pid(name: &str, marker: &str) -> Option<u32> {
+    let (stem, pid) = name.rsplit_once(marker)?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
 
 /// Where [`replace`] puts its temporary file, and how it names it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -151,6 +167,17 @@ fn sync_folder(path: &Path) -> Result<(), WriteError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn temporary_names_carry_their_pid() {
+        assert_eq!(temp_pid(".state.json.tmp-4242", ".tmp-"), Some(4242));
+        assert_eq!(temp_pid("big.bin.devami-part-17", ".devami-part-"), Some(17));
+        assert_eq!(temp_pid("a.devami-part-1.devami-part-2", ".devami-part-"), Some(2));
+        for bad in [".devami-part-1", "x.devami-part-", "x.devami-part-1a", "x.devami-part--1", "x.bin"] {
+            assert_eq!(temp_pid(bad, ".devami-part-"), None, "{bad}");
+        }
+        assert!(is_temp_name("stack_config_template.json.tmp-1") && !is_temp_name("state.json"));
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut n: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -195,8 +222,8 @@ mod tests {
         let pid = std::process::id();
         for hidden in [false, true] {
             let name = temp_name(Path::new("d/state.json"), hidden).into_string().unwrap();
-            assert!(crate::state::is_temp_name(&name), "{name}");
-            assert_eq!(crate::state::temp_pid(&name, TEMP_MARKER), Some(pid));
+            assert!(is_temp_name(&name), "{name}");
+            assert_eq!(temp_pid(&name, TEMP_MARKER), Some(pid));
             assert_eq!(name.starts_with('.'), hidden);
         }
     }

@@ -284,7 +284,7 @@ fn read_text(path: &Path) -> Result<String> {
     let bytes = if path.as_os_str() == "-" {
         read_stdin()?
     } else {
-        crate::state::read_regular(path).map_err(|e| Error::io("read", path, e))?
+        crate::regular::read(path).map_err(|e| Error::io("read", path, e))?
     };
     text_from(bytes, &path.display().to_string())
 }

@@ -19,6 +19,8 @@ pub mod journal;
 pub mod output;
 pub mod parse;
 pub mod pricing;
+pub mod process;
+pub mod regular;
 pub mod session;
 pub mod shellquote;
 pub mod state;

@@ -72,7 +72,7 @@ impl PriceTable {
         let mut table = PriceTable::builtin();
         if let Some(path) = std::env::var_os("DEVAMI_PRICES").filter(|p| !p.is_empty()) {
             let shown = std::path::Path::new(&path).display().to_string();
-            let text = crate::state::read_regular_text(std::path::Path::new(&path))
+            let text = crate::regular::read_text(std::path::Path::new(&path))
                 .map_err(|e| format!("DEVAMI_PRICES `{shown}`: {e}"))?;
             table.apply(&text).map_err(|e| format!("DEVAMI_PRICES `{shown}`: {e}"))?;
             table.overrides = Some(shown);

@@ -12,14 +12,10 @@
 //! process killed half-way through a write: [`StateStore::remove_dead_temps`] removes them, once
 //! the session has loaded its state (a damaged state file leaves everything as it is, a
 //! temporary file that may hold a newer state included).
-//! [`may_still_write`] answers the same question for temporary files in folders that no lock
-//! guards (a download's `<name>.devami-part-<pid>`): whether the process named in it may still be
-//! writing it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +30,6 @@ const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 /// How much of the lock file is read to say who holds it.
 const HOLDER_BYTES: u64 = 4096;
-/// How much of a library's message about a damaged file is quoted.
-const MESSAGE_CHARS: usize = 300;
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
 
@@ -299,7 +293,7 @@ impl StateStore {
         let Ok(entries) = fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let is_temp = name.to_str().is_some_and(is_temp_name);
+            let is_temp = name.to_str().is_some_and(atomic::is_temp_name);
             if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
                 let _ = fs::remove_file(entry.path());
             }
@@ -329,8 +323,8 @@ impl StateStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", &path, e)),
         }
-        let bytes = read_regular(&path).map_err(|e| Error::io("read", &path, e))?;
-        let state: State = from_json_object(&bytes)
+        let bytes = crate::regular::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let state: State = crate::regular::from_json_object(&bytes)
             .map_err(|message| Error::StateCorrupt { path: path.clone(), message })?;
         if state.backend.parse::<crate::backend::BackendKind>().is_err() {
             return Err(Error::StateCorrupt {
@@ -382,167 +376,6 @@ fn symlink_refused(path: &Path) -> Error {
              which every save replaces; put the file itself in its place, or remove the link to start a fresh session"
         )),
     )
-}
-
-/// Reads a file that must be a regular file (a symbolic link to one is followed). Anything else is
-/// refused before it is opened, so that reading a FIFO or a device never blocks: a folder with
-/// the usual `Is a directory`, the rest with what it is.
-pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = open_regular(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// [`read_regular`] as text, for files that hold text (a submit file, a price table): invalid
-/// UTF-8 is an `InvalidData` error saying where.
-pub fn read_regular_text(path: &Path) -> io::Result<String> {
-    String::from_utf8(read_regular(path)?).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "it is not valid UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
-
-/// Opens a regular file for reading; a FIFO or a device is refused before it is opened, so that
-/// no read blocks.
-pub fn open_regular(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let meta = fs::metadata(path)?;
-    check_regular(&meta)?;
-    // O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not wait
-    // for a writer, and the second check below refuses it.
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    check_regular(&file.metadata()?)?;
-    Ok(file)
-}
-
-/// An error unless `meta` describes a regular file.
-pub fn check_regular(meta: &fs::Metadata) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    let what = if t.is_file() {
-        return Ok(());
-    } else if t.is_dir() {
-        return Err(io::Error::from_raw_os_error(libc::EISDIR));
-    } else if t.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a file"
-    };
-    Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("it is {what}, not a regular file; devami reads only regular files"),
-    ))
-}
-
-/// Deserializes a JSON document that must be an object. serde's derived structs also read a
-/// list (field by field, in order), so a list is refused here first. The error is a message,
-/// escaped and cut (serde quotes unknown field names whole).
-pub fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
-    let message = |e: serde_json::Error| crate::error::clipped(&e.to_string(), MESSAGE_CHARS);
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
-        let kind = match serde_json::from_slice::<serde_json::Value>(bytes).map_err(message)? {
-            serde_json::Value::Array(_) => "a list",
-            serde_json::Value::String(_) => "a string",
-            serde_json::Value::Bool(_) => "a boolean",
-            serde_json::Value::Number(_) => "a number",
-            serde_json::Value::Null | serde_json::Value::Object(_) => "null",
-        };
-        return Err(format!("it must hold one JSON object, and it holds {kind}"));
-    }
-    serde_json::from_slice(bytes).map_err(message)
-}
-
-/// Whether `name` is a temporary file of an atomic write: `<anything>.tmp-<pid>` (what
-/// [`atomic`] names them).
-pub fn is_temp_name(name: &str) -> bool {
-    temp_pid(name, atomic::TEMP_MARKER).is_some()
-}
-
-/// The pid a temporary file `<stem><marker><pid>` is named after, when `name` has that shape with
-/// a non-empty stem.
-pub fn temp_pid(name: &str, marker: &str) -> Option<u32> {
-    let (stem, pid) = name.rsplit_once(marker)?;
-    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-/// Leeway between a process's start time as computed from `/proc` (whole seconds of boot time)
-/// and a file's modification time.
-const START_LEEWAY: Duration = Duration::from_secs(2);
-
-/// Whether process `pid` may still be writing a file it named after itself and that was last
-/// modified at `modified`: the process exists (a zombie does not count) and started before that
-/// moment. A process that started after the file's last change only reuses the pid of the writer,
-/// which died. When the start time cannot be read (no `/proc`), a live pid counts as the writer.
-pub fn may_still_write(pid: u32, modified: SystemTime) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else { return false };
-    if raw <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(raw, 0) };
-    if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
-        return false;
-    }
-    match process_start(pid) {
-        Some(Started::Zombie) => false,
-        Some(Started::At(start)) => start <= modified + START_LEEWAY,
-        None => true,
-    }
-}
-
-enum Started {
-    At(SystemTime),
-    Zombie,
-}
-
-/// When process `pid` started (wall clock), from `/proc/<pid>/stat` and the boot time of
-/// `/proc/stat`.
-/// A live process's start time in clock ticks after boot (`/proc/<pid>/stat`); `None` when it
-/// does not exist or is a zombie. With the pid, it names one process for good.
-pub fn proc_start_ticks(pid: u32) -> Option<u64> {
-    match proc_stat_start(pid)? {
-        (false, ticks) => Some(ticks),
-        (true, _) => None,
-    }
-}
-
-/// `(zombie, start ticks)` of a process, from `/proc/<pid>/stat`.
-fn proc_stat_start(pid: u32) -> Option<(bool, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold anything: the fields follow the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // fields[0] is field 3 (state); starttime is field 22, in clock ticks after boot.
-    let zombie = matches!(fields.first(), Some(&"Z" | &"X"));
-    Some((zombie, fields.get(19)?.parse().ok()?))
-}
-
-fn process_start(pid: u32) -> Option<Started> {
-    let (zombie, ticks) = proc_stat_start(pid)?;
-    if zombie {
-        return Some(Started::Zombie);
-    }
-    let boot: u64 = fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-    // SAFETY: sysconf only reads a system parameter.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0)?;
-    let after_boot =
-        Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz);
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(boot) + after_boot).map(Started::At)
 }
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix
@@ -717,42 +550,6 @@ mod tests {
         assert!(StateStore::open(tmp.path()).is_err());
         assert!(dir.join(".state.json.tmp-5").exists());
         drop(store);
-    }
-
-    #[test]
-    fn temporary_names_carry_their_pid() {
-        assert_eq!(temp_pid(".state.json.tmp-4242", ".tmp-"), Some(4242));
-        assert_eq!(temp_pid("big.bin.devami-part-17", ".devami-part-"), Some(17));
-        assert_eq!(temp_pid("a.devami-part-1.devami-part-2", ".devami-part-"), Some(2));
-        for bad in [".devami-part-1", "x.devami-part-", "x.devami-part-1a", "x.devami-part--1", "x.bin"] {
-            assert_eq!(temp_pid(bad, ".devami-part-"), None, "{bad}");
-        }
-        assert!(is_temp_name("stack_config_template.json.tmp-1") && !is_temp_name("state.json"));
-    }
-
-    #[test]
-    fn only_a_live_writer_that_started_before_the_change_may_still_write() {
-        let now = SystemTime::now();
-        // This process, for a file changed now: it may be writing it.
-        assert!(may_still_write(std::process::id(), now));
-        // A file last changed long before this process started: its writer was another process
-        // that had this pid.
-        assert!(!may_still_write(std::process::id(), SystemTime::UNIX_EPOCH + Duration::from_secs(1000)));
-        // A process that ended and was reaped, and one that ended and was not (a zombie).
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
-        gone.wait().unwrap();
-        assert!(!may_still_write(gone_pid, now));
-        let mut zombie = std::process::Command::new("true").spawn().unwrap();
-        let zombie_pid = zombie.id();
-        let start = std::time::Instant::now();
-        while fs::read_to_string(format!("/proc/{zombie_pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
-            assert!(start.elapsed() < Duration::from_secs(10), "`true` did not end");
-            std::thread::yield_now();
-        }
-        assert!(!may_still_write(zombie_pid, now));
-        zombie.wait().unwrap();
-        assert!(!may_still_write(0, now) && !may_still_write(u32::MAX, now));
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl ObjectStore {
     ) -> Result<u64, BackendError> {
         let meta = tokio::fs::metadata(local).await.map_err(|e| local_error("read", local, &e))?;
         // A FIFO or a device would block the read or never end: only regular files are sent.
-        crate::state::check_regular(&meta).map_err(|e| local_error("read", local, &e))?;
+        crate::regular::check(&meta).map_err(|e| local_error("read", local, &e))?;
         let size = meta.len();
         progress(0, size);
         if size <= self.threshold {
@@ -842,7 +842,7 @@ impl Drop for TempFile {
 /// Removes the temporary files of downloads killed before they finished (SIGKILL, power loss) from
 /// `dir`: `<name>.devami-part-<pid>` regular files of another process that no live download holds
 /// (its `flock`) and whose process is gone (or whose pid now belongs to a process started after
-/// the file's last change, see [`crate::state::may_still_write`]). A part file of a live download
+/// the file's last change, see [`crate::process::may_still_write`]). A part file of a live download
 /// is never touched, whichever devami runs it. Each folder is looked at once per process (a folder
 /// download writes many files into it); best effort, an error leaves the file.
 fn remove_dead_parts(dir: &Path) {
@@ -856,7 +856,7 @@ fn remove_dead_parts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| crate::state::temp_pid(n, PART_MARKER)) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| crate::atomic::temp_pid(n, PART_MARKER)) else { continue };
         if pid != me && part_is_dead(&entry.path(), pid) {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -875,7 +875,7 @@ fn part_is_dead(path: &Path, pid: u32) -> bool {
         return false;
     }
     let modified = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-    !crate::state::may_still_write(pid, modified)
+    !crate::process::may_still_write(pid, modified)
 }
 
 #[cfg(test)]

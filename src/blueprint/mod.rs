@@ -70,7 +70,7 @@ impl Blueprint {
     /// top level that is not an object is [`Error::BlueprintKey`] at `(top level)`.
     pub fn open(dir: &Path) -> Result<Blueprint> {
         let path = dir.join(BLUEPRINT_FILE);
-        let bytes = match crate::state::read_regular(&path) {
+        let bytes = match crate::regular::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::BlueprintMissing { dir: dir.to_path_buf() });
@@ -387,7 +387,7 @@ impl Blueprint {
         if !self.is_modified() {
             return Ok(());
         }
-        match crate::state::read_regular(&self.path) {
+        match crate::regular::read(&self.path) {
             Ok(bytes) if bytes != self.original.as_bytes() => {
                 return Err(Error::BlueprintChangedOnDisk { path: self.path.clone() });
             }

@@ -181,7 +181,7 @@ fn local_metadata(local: &Path) -> Result<std::fs::Metadata> {
         _ => Error::io("read", local, e),
     })?;
     if !meta.is_dir() {
-        crate::state::check_regular(&meta).map_err(|e| Error::io("read", local, e))?;
+        crate::regular::check(&meta).map_err(|e| Error::io("read", local, e))?;
     }
     Ok(meta)
 }

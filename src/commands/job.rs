@@ -50,8 +50,7 @@ impl DevAmi {
                 got: parallel.to_string(),
             });
         }
-        let text =
-            crate::state::read_regular_text(Path::new(&path)).map_err(|e| Error::io("read", &path, e))?;
+        let text = crate::regular::read_text(Path::new(&path)).map_err(|e| Error::io("read", &path, e))?;
         let sub = submit::parse_submit(Path::new(&path), &text)?;
         let bp = self.bp()?;
         let bucket = bp.bucket()?.to_string();

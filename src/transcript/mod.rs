@@ -77,7 +77,7 @@ pub fn kind_for_path(path: &Path) -> Kind {
 
 /// Reads and parses a file, choosing the kind from its extension. Errors name the file.
 pub fn load(path: &Path) -> Result<Transcript, Error> {
-    let bytes = crate::state::read_regular(path).map_err(|e| Error::io("read", path, e))?;
+    let bytes = crate::regular::read(path).map_err(|e| Error::io("read", path, e))?;
     let shown = path.display();
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,

@@ -68,6 +68,6 @@ impl Builder {
     pub fn alive(&self) -> bool {
         use std::time::{Duration, UNIX_EPOCH};
         let since = UNIX_EPOCH + Duration::from_secs(u64::try_from(self.since).unwrap_or(0));
-        crate::state::may_still_write(self.pid, since)
+        crate::process::may_still_write(self.pid, since)
     }
 }

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::error::LocalError;
 use crate::error::{Error, Result};
-use crate::state::{from_json_object, read_regular, write_atomically};
+use crate::regular::{self, from_json_object};
+use crate::state::write_atomically;
 
 /// The machine-wide folder of the local backend: one folder per object, one JSON document per
 /// folder.
@@ -211,13 +212,13 @@ fn fill_random(b: &mut [u8]) -> io::Result<()> {
 /// Reads a JSON document that is an object (every document of the home but the job
 /// environments): a list is refused, although serde would read a struct from one.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = read_regular(path).map_err(|e| Error::io("read", path, e))?;
+    let bytes = regular::read(path).map_err(|e| Error::io("read", path, e))?;
     from_json_object(&bytes).map_err(|message| Error::StateCorrupt { path: path.to_path_buf(), message })
 }
 
 /// Reads a JSON document of any shape (a job's environment is a list of pairs).
 pub fn read_json_any<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = read_regular(path).map_err(|e| Error::io("read", path, e))?;
+    let bytes = regular::read(path).map_err(|e| Error::io("read", path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::StateCorrupt {
         path: path.to_path_buf(),
         message: crate::error::clipped(&e.to_string(), 300),

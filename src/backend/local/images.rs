@@ -299,7 +299,7 @@ enum Archive {
 /// Looks at an uncompressed tar's member names for `manifest.json` or `oci-layout`.
 fn archive_kind(path: &Path) -> Result<Archive, LocalError> {
     let io = |e| LocalError::Io { op: "read", path: path.to_path_buf(), source: e };
-    let mut f = crate::state::open_regular(path).map_err(io)?;
+    let mut f = crate::regular::open(path).map_err(io)?;
     let mut header = [0u8; 512];
     for _ in 0..100_000 {
         if f.read_exact(&mut header).is_err() || header.iter().all(|b| *b == 0) {

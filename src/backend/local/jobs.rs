@@ -262,7 +262,7 @@ async fn supervise_with(home: &Home, engine: &Engine, command_id: &str) -> Resul
 /// Writes `pid starttime` of this process, so that `report` can tell whether it still runs.
 fn record_supervisor(home: &Home, command_id: &str) {
     let pid = std::process::id();
-    if let Some(start) = crate::state::proc_start_ticks(pid) {
+    if let Some(start) = crate::process::proc_start_ticks(pid) {
         let path = supervisor_path(home, command_id);
         if let Err(e) = fs::write(&path, format!("{pid} {start}\n")) {
             eprintln!("could not write {}: {e}", path.display());
@@ -718,8 +718,8 @@ fn supervisor_alive(home: &Home, meta: &JobMeta) -> Option<bool> {
         Some((it.next()?.parse::<u32>().ok()?, it.next()?.parse::<u64>().ok()?))
     });
     match (recorded, meta.supervisor_pid) {
-        (Some((pid, start)), _) => Some(crate::state::proc_start_ticks(pid) == Some(start)),
-        (None, Some(pid)) => Some(crate::state::proc_start_ticks(pid).is_some()),
+        (Some((pid, start)), _) => Some(crate::process::proc_start_ticks(pid) == Some(start)),
+        (None, Some(pid)) => Some(crate::process::proc_start_ticks(pid).is_some()),
         (None, None) => None,
     }
 }
