@@ -1,21 +1,10 @@
-//! Git commits of the blueprint: the reproducibility record of `update_blueprint`.
+//! Git commits of the blueprint file alone, the reproducibility record of `update_blueprint`; the
+//! only module that knows git2.
 //!
-//! The original ran `git add` and `git commit` in the process's working directory and so
-//! committed whatever else was staged. Here only the blueprint file is committed: the commit's
-//! tree is HEAD's tree with that one entry replaced, other staged or modified files stay exactly
-//! as they were, and the index entry of the blueprint is refreshed so `git status` stays clean
-//! for it. Works when the blueprint sits in a subfolder of the repository. The committer comes
-//! from git configuration (`user.name`, `user.email`); without one, `devami <devami@localhost>`.
-//! This is the only module that knows git2.
-//!
-//! A commit is written so that a process killed at any point leaves a consistent repository: the
-//! objects first (blob, tree, commit: unreferenced until the end), then the index entry of the
-//! blueprint, then the branch. Killed before the branch moves, the blueprint's new content is
-//! only staged (what `git status` shows, matching the file; the next commit includes it), never
-//! a branch ahead of an index that would stage the old content back. git's lock files
-//! (`.git/index.lock`, `.git/refs/heads/<branch>.lock`) carry no owner; one a killed writer left
-//! would block every later commit, so a commit first looks for them and refuses, changing nothing,
-//! with the lock's path and how to remove it once no git command is running.
+//! Invariants: only the blueprint's entry changes (other staged or modified files stay as they
+//! were); a process killed at any point leaves a consistent repository (objects, then the index
+//! entry, then the branch); a git lock file left behind refuses the commit before anything is
+//! written, naming the file.
 
 use std::path::{Path, PathBuf};
 
@@ -94,9 +83,16 @@ impl Journal {
         self.repo.head().ok().and_then(|h| h.target())
     }
 
-    /// Commits the blueprint file's current content with `message`, and nothing else.
-    /// Returns `None` when the file is unchanged since HEAD (no empty commits). A lock file of the
-    /// index or of the branch refuses the commit before anything is written
+    /// Commits the blueprint file's current content with `message`, and nothing else: the tree is
+    /// HEAD's with that one entry replaced, and the index entry is refreshed so `git status` stays
+    /// clean for it (the original's `git add`/`git commit` took whatever else was staged). Returns
+    /// `None` when the file is unchanged since HEAD (no empty commits). The committer comes from git
+    /// configuration, else `devami <devami@localhost>`.
+    ///
+    /// The objects are written first (unreferenced until the end), then the index entry, then the
+    /// branch: killed before the branch moves, the new content is only staged, never a branch
+    /// ahead of an index that would stage the old content back. git's lock files carry no owner,
+    /// so one a killed writer left refuses the commit before anything is written
     /// ([`Journal::check_unlocked`]).
     pub fn commit_file(&self, message: &str) -> Result<Option<Oid>> {
         let wd = self.repo.workdir().unwrap_or(Path::new(".")).to_path_buf();

@@ -1,17 +1,9 @@
-//! The session's persistent state and the lock that guards it.
+//! The session's persistent state (`<blueprint>/.devami/state.json`: what the original
+//! `NeuroCaaSAMI` object held between calls) and the folder lock that guards it.
 //!
-//! Everything the original `NeuroCaaSAMI` object held between calls (current instance, instance
-//! history, image history, job history, saved flag, address) lives in
-//! `<blueprint>/.devami/state.json`. [`StateStore`] writes it atomically (temporary file, fsync,
-//! rename, fsync of the folder) after every change, so a crash or a closed terminal never loses an
-//! instance id. A second devami on the same folder is kept out by an advisory lock on
-//! `.devami/lock` (released by the kernel when the holder dies), and is told who holds it.
-//!
-//! Only the lock's holder writes in `.devami/`, so once the lock is taken any temporary file there
-//! (`.state.json.tmp-<pid>`, the blueprint's `stack_config_template.json.tmp-<pid>`) was left by a
-//! process killed half-way through a write: [`StateStore::remove_dead_temps`] removes them, once
-//! the session has loaded its state (a damaged state file leaves everything as it is, a
-//! temporary file that may hold a newer state included).
+//! Invariants: the state is written atomically after every change, so no instance id is ever
+//! lost; one process at a time holds a blueprint folder (an advisory lock the kernel releases when
+//! the holder dies), and a second is told who holds it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

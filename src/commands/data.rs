@@ -1,14 +1,8 @@
-//! Data in the analysis bucket (named by the blueprint's PipelineName): `upload`, `download`, `ls`.
+//! Data in the analysis bucket (the blueprint's PipelineName): `upload`, `download`, `ls`.
 //!
-//! Files and whole folders go up and down through the backend's object store (aws-sdk-s3 for both
-//! backends), so what a job reads is exactly what was uploaded. A folder moves as one backend call
-//! in which up to [`FILES_IN_FLIGHT`] files travel at once, with at most [`BYTES_IN_FLIGHT`] of
-//! file data between them (a large file, itself sent in concurrent parts, travels alone). Every
-//! key of a folder download is checked before anything is written: none may leave the target
-//! folder. A download never leaves a partial file under its final name, nor a temporary file when
-//! it fails or is interrupted. On a terminal, large transfers show a progress bar on stderr that
-//! is cleared at the end; elsewhere they print nothing but their result. Default keys follow the
-//! NeuroCAAS layout: an upload without a key goes to `<first affiliate>/inputs/<file name>`.
+//! Invariants: what a job reads is exactly what was uploaded (one object store for both
+//! backends); every key of a folder download is checked before anything is written, and none may
+//! leave the target folder; a download never leaves a partial file under its final name.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

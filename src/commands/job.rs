@@ -1,15 +1,9 @@
 //! Test jobs and the instance's shell: `submit_job`, `jobs`, `job_status`, `job_output`,
 //! `cancel_job`, `results`, `new_submit`, `exec`, `ssh`.
 //!
-//! `submit_job` does what the original `submit_job_log` did (`neurocaas-protocol.md` §1.4) for
-//! every dataset the submit file names: it finds the dataset in the analysis bucket (a key, or
-//! every object under a folder or prefix), fills the blueprint's COMMAND (`submit.rs`), sends it
-//! as an AWS-RunShellScript command with the blueprint's working directory and SSM_TIMEOUT and
-//! output under `debug_direct/`, and writes the dataset's INITIALIZING status object. Everything
-//! is checked before anything is sent; each job is recorded in the session as soon as it exists.
-//! Several datasets run one job each, one after another or `--parallel N` at a time. Jobs are read
-//! by Python-style index (-1, the default, is the most recent); `job_output --follow` streams
-//! until the job ends, and Ctrl-C stops following, never the job.
+//! Invariants: a submit checks every dataset, the config and the COMMAND before it sends anything
+//! (`neurocaas-protocol.md` §1.4); each job is recorded the moment its command id exists; Ctrl-C
+//! stops following a job, never the job.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -38,7 +32,11 @@ pub fn output_key(command_id: &str, instance_id: &str, stream: &str) -> String {
 }
 
 impl DevAmi {
-    /// `submit_job(submitpath, parallel=1)` (also `submit_job_log`).
+    /// `submit_job(submitpath, parallel=1)` (also `submit_job_log`): for every dataset the submit
+    /// file names (a key, or every object under a folder or prefix), fills the blueprint's COMMAND,
+    /// sends it as AWS-RunShellScript with the blueprint's working directory and SSM_TIMEOUT and
+    /// output under `debug_direct/`, and writes the dataset's INITIALIZING status object. Several
+    /// datasets run one job each, in sequence or `--parallel N` at a time.
     pub(crate) fn cmd_submit_job(&mut self, a: &Args) -> Result<Output> {
         let path = a.str("submitpath").unwrap_or_default().to_string();
         let parallel = a.int("parallel").unwrap_or(1);

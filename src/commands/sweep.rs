@@ -1,16 +1,10 @@
-//! `sweep`: the blueprint's orphans and the session's vanished records, and the warning at the
+//! `sweep`: what the cloud holds for this blueprint that the session does not track (orphans),
+//! what the session tracks that the cloud no longer has (vanished records), and the warning at the
 //! first cloud use when the current instance is gone.
 //!
-//! Everything devami creates carries the tags `devami:blueprint` (the PipelineName) and
-//! `devami:user` (the caller's name). `sweep` asks the backend for the instances and images with
-//! this blueprint's tags (and this user's, unless `--all-users`), and compares them with the
-//! session state: a resource the session does not track is "not in this session" (an orphan of a
-//! lost or reset state, of a `forget`, or of another folder with the same PipelineName); a record
-//! the session keeps as existing whose resource the cloud no longer has is "vanished". Alone it only
-//! lists; one action at a time changes something: `--adopt ID` makes an orphan instance the current
-//! one (through `assign_instance`'s code), `--terminate ID` terminates an orphan instance,
-//! `--deregister ID` deletes an image and its snapshots (both ask first), and `--forget` marks
-//! vanished records as gone without deleting any history row.
+//! Resources are found by the tags everything devami creates carries (`devami:blueprint`,
+//! `devami:user`). Alone it only lists; each action (`--adopt`, `--terminate`, `--deregister`,
+//! `--forget`) changes one thing, and the destructive ones ask first.
 
 use std::collections::HashSet;
 
