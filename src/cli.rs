@@ -209,7 +209,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             print!("{}", crate::commands::reference_markdown());
             Ok(0)
         }
-        Some(Mode::S3d { home }) => Ok(crate::backend::local::s3server::serve(&home)),
+        Some(Mode::S3d { home }) => Ok(crate::backend::local::s3::serve(&home)),
         Some(Mode::Job { home, command_id }) => {
             Ok(crate::backend::local::jobs::supervise(&home, &command_id))
         }

@@ -23,7 +23,7 @@ use aws_sdk_s3::types::{
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::task::JoinSet;
 
-use crate::backend::local::s3server::Endpoint;
+use crate::backend::local::s3::Endpoint;
 use crate::backend::{BackendError, ObjectInfo};
 
 /// Files above this size are uploaded in parts (and downloaded with concurrent ranged GETs).
@@ -881,7 +881,7 @@ fn part_is_dead(path: &Path, pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::s3server::tests::fixture;
+    use crate::backend::local::s3::tests::fixture;
     use std::fs;
 
     const MIB: u64 = 1024 * 1024;
@@ -896,7 +896,7 @@ mod tests {
         fn send<T: Send>(_: T) {}
         let store = ObjectStore::local(&Endpoint::at_port(
             9,
-            &crate::backend::local::s3server::Keys { access_key: "AK".into(), secret_key: "SK".into() },
+            &crate::backend::local::s3::Keys { access_key: "AK".into(), secret_key: "SK".into() },
         ));
         let mut progress = |_: u64, _: u64| {};
         send(store.ensure_bucket("b"));

@@ -400,7 +400,7 @@ async fn run(home: &Home, engine: &Engine, meta: &JobMeta) -> Result<()> {
     let iid = &meta.instance_id;
     // Empty files first, then appended to as output arrives (the endpoint serves them as they grow).
     let open = |stream: &str| -> Result<File> {
-        let p = super::s3server::prepare_direct_write(home, &meta.bucket, &output_key(meta, stream))?;
+        let p = super::s3::prepare_direct_write(home, &meta.bucket, &output_key(meta, stream))?;
         File::create(&p).map_err(|e| Error::io("create", &p, e))?;
         OpenOptions::new().append(true).open(&p).map_err(|e| Error::io("open", &p, e))
     };
@@ -578,7 +578,7 @@ async fn run(home: &Home, engine: &Engine, meta: &JobMeta) -> Result<()> {
         }
         if last_ping.elapsed() >= PING_EVERY {
             last_ping = Instant::now();
-            super::s3server::ping(home);
+            super::s3::ping(home);
         }
         tokio::time::sleep(CHILD_POLL).await;
     }

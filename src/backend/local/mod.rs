@@ -2,7 +2,7 @@
 //!
 //! Instances are containers of a container engine (`engine`, `instances`, `hardware`), images are
 //! engine images (`images`), jobs run in the containers under detached supervisors (`jobs`), and
-//! buckets are folders of the home served by an embedded S3 endpoint (`s3server`). Invariants:
+//! buckets are folders of the home served by an embedded S3 endpoint (`s3`). Invariants:
 //! everything devami records lives under the machine-wide [`Home`], everything the engine holds
 //! is labelled with that home, and no engine type leaves this folder (errors leave it as
 //! [`BackendError`]s that keep their [`LocalError`] variant).
@@ -28,13 +28,13 @@ pub mod home;
 pub mod images;
 pub mod instances;
 pub mod jobs;
-pub mod s3server;
+pub mod s3;
 
 use engine::Engine;
 use error::LocalError;
 use home::Home;
 use instances::InstanceMeta;
-use s3server::Endpoint;
+use s3::Endpoint;
 
 /// The local backend.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ impl LocalBackend {
         if let Some(e) = self.endpoint.get() {
             return Ok(e);
         }
-        let e = s3server::ensure_running(&self.home).map_err(|e| BackendError::Unreachable {
+        let e = s3::ensure_running(&self.home).map_err(|e| BackendError::Unreachable {
             endpoint: "the embedded S3 endpoint".into(),
             message: e.to_string(),
         })?;
