@@ -213,11 +213,8 @@ fn render_diff(pats: &[LinePat], act: &[&str], ops: &[Op], truncated: bool) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::testing::lines;
     use crate::transcript::{Kind, parse};
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(String::from).collect()
-    }
 
     #[test]
     fn diff_of_a_changed_line() {

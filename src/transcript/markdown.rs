@@ -176,36 +176,8 @@ fn join_trimmed(lines: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn a_comment_left_open_over_devami_blocks_is_an_error() {
-        let page = "intro\n\n<!-- draft\n\n```devami\ndevami> status\n```\n";
-        let e = super::parse(&page.lines().collect::<Vec<_>>()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "the HTML comment opened at line 3 is never closed and hides the devami blocks after it; add `-->` where it ends"
-        );
-        let closed = "<!-- draft -->\n\n```devami\ndevami> status\n```\n";
-        assert_eq!(super::parse(&closed.lines().collect::<Vec<_>>()).unwrap().steps.len(), 1);
-    }
-
+    use crate::transcript::testing::{err, steps};
     use crate::transcript::{Kind, parse};
-
-    use super::*;
-
-    fn steps(t: &Transcript) -> Vec<(&str, Option<Vec<&str>>)> {
-        t.steps
-            .iter()
-            .map(|s| (s.input.as_str(), s.expected.as_ref().map(|e| e.iter().map(String::as_str).collect())))
-            .collect()
-    }
-
-    fn err(text: &str, kind: Kind) -> String {
-        match parse(text, kind) {
-            Err(e) => e.to_string(),
-            Ok(t) => panic!("expected an error, got {t:?}"),
-        }
-    }
 
     const PAGE: &str = "# First image
 
@@ -306,5 +278,17 @@ That's all.
         let t = parse(text, Kind::Markdown).unwrap();
         assert_eq!(steps(&t), vec![("x", Some(vec![]))]);
         assert_eq!(t.steps[0].prose, "Use ```` `` ```` inline, and\n``` `a` ``` too.");
+    }
+
+    #[test]
+    fn a_comment_left_open_over_devami_blocks_is_an_error() {
+        let page = "intro\n\n<!-- draft\n\n```devami\ndevami> status\n```\n";
+        let e = super::parse(&page.lines().collect::<Vec<_>>()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the HTML comment opened at line 3 is never closed and hides the devami blocks after it; add `-->` where it ends"
+        );
+        let closed = "<!-- draft -->\n\n```devami\ndevami> status\n```\n";
+        assert_eq!(super::parse(&closed.lines().collect::<Vec<_>>()).unwrap().steps.len(), 1);
     }
 }

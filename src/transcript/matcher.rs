@@ -314,15 +314,7 @@ pub(crate) fn pat_text<'a>(pat: &LinePat<'a>) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use crate::transcript::check_output;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(String::from).collect()
-    }
-
-    fn ok(expected: &str, actual: &str) -> bool {
-        check_output(&lines(expected), actual).is_ok()
-    }
+    use crate::transcript::testing::ok;
 
     #[test]
     fn literal_lines_ignore_trailing_space_and_crlf() {

@@ -311,31 +311,42 @@ pub fn render_transcript(steps_and_outputs: &[(String, String)]) -> String {
     out
 }
 
+/// What the tests of the format, the matcher, the patterns and the diff share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::{Kind, Transcript, check_output, parse};
 
-    fn lines(text: &str) -> Vec<String> {
+    /// A text as expected lines.
+    pub fn lines(text: &str) -> Vec<String> {
         text.lines().map(String::from).collect()
     }
 
-    fn ok(expected: &str, actual: &str) -> bool {
+    /// Whether `actual` matches the expected `text`.
+    pub fn ok(expected: &str, actual: &str) -> bool {
         check_output(&lines(expected), actual).is_ok()
     }
 
-    fn steps(t: &Transcript) -> Vec<(&str, Option<Vec<&str>>)> {
+    /// Each step's input and expected lines.
+    pub fn steps(t: &Transcript) -> Vec<(&str, Option<Vec<&str>>)> {
         t.steps
             .iter()
             .map(|s| (s.input.as_str(), s.expected.as_ref().map(|e| e.iter().map(String::as_str).collect())))
             .collect()
     }
 
-    fn err(text: &str, kind: Kind) -> String {
+    /// The message of the error that parsing `text` must give.
+    pub fn err(text: &str, kind: Kind) -> String {
         match parse(text, kind) {
             Err(e) => e.to_string(),
             Ok(t) => panic!("expected an error, got {t:?}"),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{err, lines, ok, steps};
+    use super::*;
 
     // --- scripts and transcripts ---------------------------------------------------------
 

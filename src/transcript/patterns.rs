@@ -304,14 +304,7 @@ fn ends_word(s: &[u8], n: usize) -> bool {
 mod tests {
     use super::*;
     use crate::transcript::check_output;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(String::from).collect()
-    }
-
-    fn ok(expected: &str, actual: &str) -> bool {
-        check_output(&lines(expected), actual).is_ok()
-    }
+    use crate::transcript::testing::{lines, ok};
 
     #[test]
     fn token_id() {
