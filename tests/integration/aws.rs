@@ -8,13 +8,15 @@
 //! waits and the job states are exercised through `moto_proxy.py`, which holds them back.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::moto::{ACCESS_KEY, Moto, Proxy, REGION, SECRET_KEY, Seed, Seeded, clean_aws_env};
-use crate::support::{Scratch, all, text};
+use crate::support::{Background, Scratch, all, text};
+// Shared helpers (in support.rs) that other test files import from here.
+pub(crate) use crate::support::{assert_failed_cleanly, error_line, no_panic, poll, read_state};
 
 /// A scratch folder with a blueprint named like its bucket, and a seeded moto behind it.
 pub(crate) struct Aws {
@@ -155,106 +157,7 @@ out = [{"id": i["InstanceId"], "state": i["State"]["Name"], "image": i["ImageId"
 
     /// Starts devami in the background with its output going to files.
     pub(crate) fn spawn_with(&self, extra: &[&str], commands: &str) -> Background {
-        let n = BACKGROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out_path = self.s.path().join(format!(".bg{n}.out"));
-        let err_path = self.s.path().join(format!(".bg{n}.err"));
-        let child = self
-            .cmd_with(extra, commands)
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .spawn()
-            .expect("start devami");
-        Background { child, out_path, err_path, started: Instant::now(), commands: commands.to_string() }
-    }
-}
-
-static BACKGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A devami running in the background (killed on drop if still running).
-pub(crate) struct Background {
-    pub(crate) child: Child,
-    pub(crate) out_path: PathBuf,
-    pub(crate) err_path: PathBuf,
-    pub(crate) started: Instant,
-    pub(crate) commands: String,
-}
-
-impl Background {
-    pub(crate) fn running(&mut self) -> bool {
-        self.child.try_wait().expect("poll devami").is_none()
-    }
-
-    /// Waits for the end, at most `limit`; returns the output and how long it ran.
-    pub(crate) fn finish(mut self, limit: Duration) -> (Output, Duration) {
-        let status: ExitStatus = loop {
-            if let Some(st) = self.child.try_wait().expect("poll devami") {
-                break st;
-            }
-            if self.started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "`{}` still ran after {limit:?}; killed. Output so far:\n{}{}",
-                    self.commands,
-                    std::fs::read_to_string(&self.out_path).unwrap_or_default(),
-                    std::fs::read_to_string(&self.err_path).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let elapsed = self.started.elapsed();
-        let out = Output {
-            status,
-            stdout: std::fs::read(&self.out_path).unwrap_or_default(),
-            stderr: std::fs::read(&self.err_path).unwrap_or_default(),
-        };
-        (out, elapsed)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-pub(crate) fn read_state(path: &std::path::Path) -> Value {
-    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
-}
-
-pub(crate) fn no_panic(out: &Output) {
-    let t = all(out);
-    assert!(!t.contains("panicked") && !t.contains("RUST_BACKTRACE"), "devami panicked:\n{t}");
-}
-
-/// Exit status 1, an `error:` line on stderr, no panic.
-pub(crate) fn assert_failed_cleanly(out: &Output, commands: &str) {
-    no_panic(out);
-    assert_eq!(out.status.code(), Some(1), "`{commands}` should fail with status 1:\n{}", all(out));
-    assert!(
-        text(&out.stderr).lines().any(|l| l.starts_with("error:")),
-        "`{commands}`: no `error:` line on stderr:\n{}",
-        all(out)
-    );
-}
-
-/// The first `error:` line of stderr.
-pub(crate) fn error_line(out: &Output) -> String {
-    text(&out.stderr).lines().find(|l| l.starts_with("error:")).unwrap_or_default().to_string()
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, at most `limit`.
-pub(crate) fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        Background::spawn(self.cmd_with(extra, commands), self.s.path(), commands)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: a scratch folder and a way to run the binary in it.
+//! Helpers shared by the integration tests, each defined once here: a scratch folder and ways to
+//! run the binary in it (also in the background), checks of its output, and polling.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -242,5 +243,113 @@ pub fn poll_until(
     while !f() {
         assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(every);
+    }
+}
+
+/// Polls `f` every 20 ms until it gives a value, and returns it; fails after `limit`.
+pub fn poll<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let mut value = None;
+    poll_until(what, limit, std::time::Duration::from_millis(20), || {
+        value = f();
+        value.is_some()
+    });
+    value.expect("poll_until returns once there is a value")
+}
+
+/// Exit status 1, an `error:` line on stderr, no panic.
+pub fn assert_failed_cleanly(out: &Output, commands: &str) {
+    no_panic(out);
+    assert_eq!(out.status.code(), Some(1), "`{commands}` should fail with status 1:\n{}", all(out));
+    assert!(
+        text(&out.stderr).lines().any(|l| l.starts_with("error:")),
+        "`{commands}`: no `error:` line on stderr:\n{}",
+        all(out)
+    );
+}
+
+/// The first `error:` line of stderr.
+pub fn error_line(out: &Output) -> String {
+    text(&out.stderr).lines().find(|l| l.starts_with("error:")).unwrap_or_default().to_string()
+}
+
+/// A JSON file such as a session's `.devami/state.json`; `Null` when it is missing or does not
+/// parse.
+pub fn read_state(path: &Path) -> serde_json::Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+static BACKGROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A devami running in the background, its output in files; killed on drop if still running.
+pub struct Background {
+    child: std::process::Child,
+    out_path: PathBuf,
+    err_path: PathBuf,
+    started: std::time::Instant,
+    commands: String,
+}
+
+impl Background {
+    /// Starts `cmd` (devami running `commands`) with its output going to files in `dir`.
+    pub fn spawn(mut cmd: Command, dir: &Path, commands: &str) -> Background {
+        let n = BACKGROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out_path = dir.join(format!(".bg{n}.out"));
+        let err_path = dir.join(format!(".bg{n}.err"));
+        let child = cmd
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("start devami");
+        Background {
+            child,
+            out_path,
+            err_path,
+            started: std::time::Instant::now(),
+            commands: commands.to_string(),
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("poll devami").is_none()
+    }
+
+    /// Waits for the end, at most `limit` after the start (then kills it and fails); returns the
+    /// output and how long it ran.
+    pub fn finish(mut self, limit: std::time::Duration) -> (Output, std::time::Duration) {
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("poll devami") {
+                break st;
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "`{}` still ran after {limit:?}; killed. Output so far:\n{}{}",
+                    self.commands,
+                    std::fs::read_to_string(&self.out_path).unwrap_or_default(),
+                    std::fs::read_to_string(&self.err_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let elapsed = self.started.elapsed();
+        let out = Output {
+            status,
+            stdout: std::fs::read(&self.out_path).unwrap_or_default(),
+            stderr: std::fs::read(&self.err_path).unwrap_or_default(),
+        };
+        (out, elapsed)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
