@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::moto::{ACCESS_KEY, Moto, Proxy, REGION, SECRET_KEY, Seed, Seeded, clean_aws_env};
 use crate::support::{Background, Scratch, all, text};
 // Shared helpers (in support.rs) that other test files import from here.
-pub(crate) use crate::support::{assert_failed_cleanly, error_line, no_panic, poll, read_state};
+use crate::support::{assert_failed_cleanly, error_line, no_panic, poll, read_state};
 
 /// A scratch folder with a blueprint named like its bucket, and a seeded moto behind it.
 pub(crate) struct Aws {

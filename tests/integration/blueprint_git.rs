@@ -15,9 +15,10 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::aws::{Aws, assert_failed_cleanly, error_line, no_panic};
+use crate::aws::Aws;
 use crate::moto::Proxy;
 use crate::support::{Scratch, all, copy_dir, root, text};
+use crate::support::{assert_failed_cleanly, error_line, no_panic};
 
 const BP: &str = "stack_config_template.json";
 const NAME: &str = "Test Author";
@@ -213,7 +214,7 @@ impl Lab {
     }
 
     fn state(&self) -> Value {
-        crate::aws::read_state(&self.bp.join(".devami/state.json"))
+        crate::support::read_state(&self.bp.join(".devami/state.json"))
     }
 
     /// Launches `ubuntu18` and saves it as image `image`; returns (instance, image, base image).

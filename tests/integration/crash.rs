@@ -411,7 +411,7 @@ fn sigkill_inside_a_launch_wait_on_aws_then_the_next_shell_recovers_the_instance
     let state_path = aws.state_path();
     let id = wait_for("the instance id in state.json", Duration::from_secs(60), || {
         first.assert_running();
-        crate::aws::read_state(&state_path)["instance"].as_str().map(str::to_string)
+        crate::support::read_state(&state_path)["instance"].as_str().map(str::to_string)
     });
     // Inside the wait: the wait has asked at least once and heard `pending`.
     wait_for("a describe call inside the wait", Duration::from_secs(60), || {
@@ -523,7 +523,7 @@ fn sigkill_inside_an_image_wait_on_aws_keeps_the_image_and_the_terminate_guard_w
     let state_path = aws.state_path();
     let image = wait_for("the image id in state.json", Duration::from_secs(60), || {
         first.assert_running();
-        crate::aws::read_state(&state_path)["images"][0]["id"].as_str().map(str::to_string)
+        crate::support::read_state(&state_path)["images"][0]["id"].as_str().map(str::to_string)
     });
     wait_for("a DescribeImages inside the wait", Duration::from_secs(60), || {
         first.assert_running();

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::aws::{Aws, no_panic, poll};
+use crate::aws::Aws;
 use crate::moto::{Proxy, clean_aws_env, venv_bin};
 use crate::support::{Scratch, all, root, text};
+use crate::support::{no_panic, poll};
 
 // ----- what the jobs run -----
 
@@ -174,7 +175,7 @@ trait Session {
 
     fn state(&self) -> Value {
         let path = self.scratch().path().join(self.name()).join(".devami/state.json");
-        crate::aws::read_state(&path)
+        crate::support::read_state(&path)
     }
 
     /// The session's jobs as state.json records them.

@@ -17,9 +17,10 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::aws::{Aws, assert_failed_cleanly, error_line, no_panic};
+use crate::aws::Aws;
 use crate::moto::{Moto, REGION, clean_aws_env, venv_bin};
 use crate::support::{Scratch, all, text};
+use crate::support::{assert_failed_cleanly, error_line, no_panic};
 
 // ----- helpers -----
 

@@ -9,8 +9,9 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::aws::{Aws, assert_failed_cleanly, error_line, read_state};
+use crate::aws::Aws;
 use crate::support::{Scratch, all, text};
+use crate::support::{assert_failed_cleanly, error_line, read_state};
 
 /// The user name the local backend tags with (it reads `$USER`).
 const USER: &str = "sweeper";
