@@ -135,6 +135,27 @@ pub enum Error {
     #[error("`{file}` is not a text file (invalid UTF-8 at byte {byte}); scripts hold one command per line")]
     NotText { file: String, byte: usize },
 
+    /// A transcript or tutorial file is not UTF-8 text; `line` is where the invalid bytes are.
+    #[error("`{file}` is not UTF-8 text (invalid byte at line {line}); save it as UTF-8")]
+    TranscriptNotText { file: String, line: usize },
+
+    /// A file given as a script or a transcript looks binary (NUL bytes at `line`).
+    #[error("`{file}` looks like a binary file (NUL bytes at line {line}); give a script or a markdown file")]
+    BinaryFile { file: String, line: usize },
+
+    /// A transcript (a script, a tutorial page) breaks the format; `file` names it when it was read
+    /// from one.
+    #[error("{}{error}", file.as_ref().map(|f| format!("`{f}`: ")).unwrap_or_default())]
+    TranscriptSyntax { file: Option<String>, error: crate::transcript::ParseError },
+
+    /// `tutorial --from N` is past the tutorial's last step.
+    #[error("--from {from} is past the last step (the tutorial has {total} step{}); use `--from {total}` or less", if *total == 1 { "" } else { "s" })]
+    StepOutOfRange { from: usize, total: usize },
+
+    /// `DEVAMI_FAULTS` (a testing hook) cannot be read; the message says where and why.
+    #[error("{0}")]
+    InvalidFaults(String),
+
     // --- The session ---
     /// The command needs a blueprint and the session has none.
     #[error(
@@ -409,7 +430,12 @@ impl Error {
             | Error::MissingId { .. }
             | Error::SweepActions { .. }
             | Error::ModeConflict { .. }
-            | Error::NotText { .. } => 2,
+            | Error::NotText { .. }
+            | Error::TranscriptNotText { .. }
+            | Error::BinaryFile { .. }
+            | Error::TranscriptSyntax { .. }
+            | Error::StepOutOfRange { .. }
+            | Error::InvalidFaults(_) => 2,
             Error::Locked { .. } => 3,
             Error::TranscriptMismatch { .. } => 4,
             Error::Interrupted => 130,

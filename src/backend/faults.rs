@@ -278,7 +278,7 @@ pub fn wrap_with(
     let Some(value) = value else { return Ok(backend) };
     let spec = value
         .into_string()
-        .map_err(|_| Error::usage(format!("invalid {ENV}: the value is not UTF-8 text")))?;
+        .map_err(|_| Error::InvalidFaults(format!("invalid {ENV}: the value is not UTF-8 text")))?;
     if spec.trim().is_empty() {
         return Ok(backend);
     }
@@ -302,7 +302,7 @@ impl std::fmt::Debug for FaultyBackend {
 impl FaultyBackend {
     /// Wraps `inner` with the rules of `spec` (a `DEVAMI_FAULTS` value).
     pub fn new(inner: Box<dyn Backend>, spec: &str) -> Result<FaultyBackend, Error> {
-        let rules = parse(spec).map_err(Error::usage)?;
+        let rules = parse(spec).map_err(Error::InvalidFaults)?;
         Ok(FaultyBackend::with_rules(inner, rules))
     }
 

@@ -40,10 +40,7 @@ pub fn play(session: &mut DevAmi, tutorial: &Transcript, opts: PlayOptions, inpu
     let mut status = 0;
     let from = opts.from.max(1);
     if from > total && total > 0 {
-        let err = Error::usage(format!(
-            "--from {from} is past the last step (the tutorial has {total} step{}); use `--from {total}` or less",
-            if total == 1 { "" } else { "s" }
-        ));
+        let err = Error::StepOutOfRange { from, total };
         session.console.error(&err);
         return err.exit_code();
     }

@@ -83,15 +83,14 @@ pub fn load(path: &Path) -> Result<Transcript, Error> {
         Ok(text) => text,
         Err(e) => {
             let line = line_of(&bytes, e.valid_up_to());
-            return Err(Error::usage(format!(
-                "`{shown}` is not UTF-8 text (invalid byte at line {line}); save it as UTF-8"
-            )));
+            return Err(Error::TranscriptNotText { file: shown.to_string(), line });
         }
     };
     if let Some(at) = binary_at(&bytes) {
         return Err(binary_file(&shown.to_string(), &bytes, at));
     }
-    parse(text, kind_for_path(path)).map_err(|e| Error::usage(format!("`{shown}`: {e}")))
+    parse(text, kind_for_path(path))
+        .map_err(|error| Error::TranscriptSyntax { file: Some(shown.to_string()), error })
 }
 
 /// Where bytes show that they are a binary file rather than text with a stray NUL: the first of
@@ -106,10 +105,7 @@ pub fn binary_at(bytes: &[u8]) -> Option<usize> {
 
 /// The error for a file that [looks binary](binary_at) at byte `at`.
 pub fn binary_file(shown: &str, bytes: &[u8], at: usize) -> Error {
-    Error::usage(format!(
-        "`{shown}` looks like a binary file (NUL bytes at line {}); give a script or a markdown file",
-        line_of(bytes, at)
-    ))
+    Error::BinaryFile { file: shown.to_string(), line: line_of(bytes, at) }
 }
 
 fn line_of(bytes: &[u8], at: usize) -> usize {
@@ -156,10 +152,10 @@ pub enum ParseError {
     },
 }
 
-/// A parse error is a usage error: the input cannot be understood (exit status 2).
+/// A parse error of text that was not read from a file (exit status 2).
 impl From<ParseError> for Error {
-    fn from(e: ParseError) -> Error {
-        Error::usage(e.to_string())
+    fn from(error: ParseError) -> Error {
+        Error::TranscriptSyntax { file: None, error }
     }
 }
 
@@ -389,11 +385,11 @@ mod tests {
     }
 
     #[test]
-    fn parse_errors_are_usage_errors() {
+    fn parse_errors_exit_as_usage_errors() {
         let e = parse("status\ndevami> help\n", Kind::Script).unwrap_err();
         assert!(matches!(e, ParseError::TextBeforeInput { line: 1, block: None, .. }), "{e:?}");
         let e = Error::from(e);
-        assert!(matches!(e, Error::Usage { .. }));
+        assert!(matches!(e, Error::TranscriptSyntax { file: None, .. }));
         assert_eq!(e.exit_code(), 2);
     }
 
