@@ -704,19 +704,27 @@ impl DevAmi {
         )))
     }
 
-    /// `exec CMD`: runs a command in the instance, streaming its output.
-    pub(crate) fn cmd_exec(&mut self, a: &Args) -> Result<Output> {
-        let command = a.str("command").unwrap_or_default().to_string();
+    /// The running instance's id and the process that runs `command` in it (a login shell when
+    /// `None`), in the blueprint's working directory, with `DEVAMI_BLUEPRINT` set.
+    fn instance_shell(&mut self, command: Option<&str>) -> Result<(String, std::process::Command)> {
         let id = self.require_running()?;
         let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
         let ip = self.state().ip.clone();
         let blueprint = self.blueprint_dir_abs()?;
         let cloud = self.cloud()?;
+        let op = if command.is_some() { "preparing the command" } else { "preparing the shell" };
         let mut cmd = cloud
             .backend
-            .shell_command(&id, ip.as_deref(), &wd, Some(&command), Some(&blueprint))
-            .map_err(|source| Error::Backend { op: "preparing the command", source })?;
+            .shell_command(&id, ip.as_deref(), &wd, command, Some(&blueprint))
+            .map_err(|source| Error::Backend { op, source })?;
         cmd.env("DEVAMI_BLUEPRINT", &blueprint);
+        Ok((id, cmd))
+    }
+
+    /// `exec CMD`: runs a command in the instance, streaming its output.
+    pub(crate) fn cmd_exec(&mut self, a: &Args) -> Result<Output> {
+        let command = a.str("command").unwrap_or_default().to_string();
+        let (id, mut cmd) = self.instance_shell(Some(&command))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| Error::io("run", "the instance's shell", e))?;
         let stderr = child.stderr.take();
@@ -762,16 +770,7 @@ impl DevAmi {
         if !self.options().interactive {
             return Err(Error::NeedsTerminal { command: "ssh", instead: "exec CMD" });
         }
-        let id = self.require_running()?;
-        let wd = self.bp()?.working_directory().unwrap_or("~").to_string();
-        let ip = self.state().ip.clone();
-        let blueprint = self.blueprint_dir_abs()?;
-        let cloud = self.cloud()?;
-        let mut cmd = cloud
-            .backend
-            .shell_command(&id, ip.as_deref(), &wd, None, Some(&blueprint))
-            .map_err(|source| Error::Backend { op: "preparing the shell", source })?;
-        cmd.env("DEVAMI_BLUEPRINT", &blueprint);
+        let (id, mut cmd) = self.instance_shell(None)?;
         self.console.print(&format!("connected to {id}; `exit` or Ctrl-D returns to devami"));
         let status = cmd.status().map_err(|e| Error::io("run", "the instance's shell", e))?;
         interrupt::clear();
