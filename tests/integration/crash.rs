@@ -41,16 +41,9 @@ const MIB: u64 = 1024 * 1024;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-/// Polls `f` every 2 ms until it returns `Some`, at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+/// Polls `f` every 2 ms (crash tests aim at short moments) until it returns `Some`, at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    crate::support::poll_every(what, limit, Duration::from_millis(2), f)
 }
 
 static SHELLS: AtomicUsize = AtomicUsize::new(0);

@@ -89,10 +89,7 @@ fn edit_blueprint(dir: &Path, f: impl FnOnce(&mut Value)) {
 
 /// The session state of the blueprint in `dir`.
 fn state(dir: &Path) -> Value {
-    std::fs::read_to_string(dir.join(".devami/state.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null)
+    crate::support::read_state(&dir.join(".devami/state.json"))
 }
 
 /// Runs `script` (one command a line) on blueprint `name`, as a piped script.

@@ -247,9 +247,19 @@ pub fn poll_until(
 }
 
 /// Polls `f` every 20 ms until it gives a value, and returns it; fails after `limit`.
-pub fn poll<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn poll<T>(what: &str, limit: std::time::Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_every(what, limit, std::time::Duration::from_millis(20), f)
+}
+
+/// Polls `f` every `every` until it gives a value, and returns it; fails after `limit`.
+pub fn poll_every<T>(
+    what: &str,
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let mut value = None;
-    poll_until(what, limit, std::time::Duration::from_millis(20), || {
+    poll_until(what, limit, every, || {
         value = f();
         value.is_some()
     });
