@@ -68,6 +68,19 @@ impl From<WriteError> for Error {
     }
 }
 
+/// [`replace`] with a hidden temporary file beside `path` (`.<name>.tmp-<pid>`); a failure is
+/// reported as writing `path`. What documents and state files use.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    replace(path, bytes, Temp { hidden: true, ..Temp::default() })
+        .map_err(|e| Error::io("write", path, e.source))
+}
+
+/// [`write`] of a file readable by its owner alone (mode 0600), such as a key pair.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    replace(path, bytes, Temp { hidden: true, private: true, ..Temp::default() })
+        .map_err(|e| Error::io("write", path, e.source))
+}
+
 /// Replaces the file at `path` (or creates it) with `bytes`. The new file keeps the permissions
 /// of the one it replaces. When anything fails before the rename, `path` is as it was and the
 /// temporary file is gone.

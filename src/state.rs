@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{self, Temp};
+use crate::atomic;
 use crate::backend::{ImageState, InstanceState, JobState};
 use crate::clock;
 use crate::error::{Error, Result};
@@ -346,7 +346,7 @@ impl StateStore {
             message: format!("cannot serialise: {e}"),
         })?;
         text.push('\n');
-        write_atomically(&self.path(), text.as_bytes())
+        atomic::write(&self.path(), text.as_bytes())
     }
 }
 
@@ -368,15 +368,6 @@ fn symlink_refused(path: &Path) -> Error {
              which every save replaces; put the file itself in its place, or remove the link to start a fresh session"
         )),
     )
-}
-
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix
-/// ([`atomic::replace`]). The temporary file is `.<name>.tmp-<pid>` beside `path`; a writer killed
-/// before the rename leaves it behind (in `.devami/`, [`StateStore::remove_dead_temps`] removes
-/// it). A failure is reported as writing `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic::replace(path, bytes, Temp { dir: None, hidden: true, private: false })
-        .map_err(|e| Error::io("write", path, e.source))
 }
 
 /// Creates a FIFO at `path` (for tests of the code that must not block on one).

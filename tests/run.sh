@@ -26,7 +26,7 @@ need_tools "the local backend's container engine and the test tools" podman runc
 if ! { [ -x .venv/bin/aws ] && [ -x .venv/bin/moto_server ] && .venv/bin/python -c "import boto3" 2>/dev/null; }; then
   echo "== installing awscli into .venv (used inside test jobs)"
   python3 -m venv .venv || fail "python3 -m venv failed: install python3-venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check 'awscli>=1.36,<2' 'boto3>=1.35' 'moto[server]==5.2.5' || fail "pip could not install awscli"
+  .venv/bin/pip install --quiet --disable-pip-version-check 'awscli>=1.36,<2' 'boto3>=1.35' 'moto[server]==5.2.5' || fail "pip could not install awscli, boto3 and moto into .venv"
 fi
 .venv/bin/aws --version >/dev/null || fail "awscli in .venv does not run"
 

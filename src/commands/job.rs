@@ -695,7 +695,7 @@ impl DevAmi {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
-        crate::state::write_atomically(&out, text.as_bytes())?;
+        crate::atomic::write(&out, text.as_bytes())?;
         Ok(Output::text(format!(
             "wrote {}:\n{}run it with `submit_job {}`",
             out.display(),

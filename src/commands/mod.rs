@@ -14,7 +14,7 @@ pub mod spec;
 pub mod sweep;
 pub mod table;
 
-pub use help::{REFERENCE_COMMAND, help_command, help_overview, reference_markdown};
+pub use help::reference_markdown;
 pub use spec::{ArgKind, ArgSpec, CommandSpec, Group, Handler};
 pub use table::COMMANDS;
 
@@ -62,7 +62,7 @@ pub fn suggest(name: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::help::capitalized;
+    use super::help::{REFERENCE_COMMAND, capitalized, help_command, help_overview};
     use super::spec::normalized;
     use super::*;
     use std::collections::HashSet;

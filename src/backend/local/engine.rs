@@ -812,7 +812,7 @@ fn start_podman_service(home: &Home, podman: &Path, sock: &Path) -> Result<(), L
     let _lock = home.lock()?;
     let conf = dir.join("containers.conf");
     if !conf.exists() {
-        crate::state::write_atomically(&conf, containers_conf().as_bytes())?;
+        crate::atomic::write(&conf, containers_conf().as_bytes())?;
     }
     if sock.exists() && std::os::unix::net::UnixStream::connect(sock).is_ok() {
         return Ok(());

@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 use super::error::LocalError;
 use crate::error::{Error, Result};
 use crate::regular::{self, from_json_object};
-use crate::state::write_atomically;
 
 /// The machine-wide folder of the local backend: one folder per object, one JSON document per
 /// folder.
@@ -225,18 +224,12 @@ pub fn read_json_any<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// Writes a file readable by its owner alone (mode 0600), atomically.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let private = crate::atomic::Temp { private: true, ..Default::default() };
-    Ok(crate::atomic::replace(path, bytes, private)?)
-}
-
 /// Writes a JSON document atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::StateCorrupt { path: path.to_path_buf(), message: e.to_string() })?;
     text.push('\n');
-    write_atomically(path, text.as_bytes())
+    crate::atomic::write(path, text.as_bytes())
 }
 
 #[cfg(test)]

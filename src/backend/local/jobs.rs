@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::engine::{Chunk, Engine, ExecSpec};
 use super::error::LocalError;
 use super::hardware;
-use super::home::{Home, read_json, read_json_any, write_json, write_private};
+use super::home::{Home, read_json, read_json_any, write_json};
 use super::instances::{self, PLUMBING_INSIDE, STOP_MARKER};
 use crate::backend::{InstanceState, JobReport, JobState};
 use crate::clock;
@@ -168,7 +168,7 @@ pub fn submit(home: &Home, mut meta: JobMeta, env: &[(String, String)]) -> Resul
             path: env_path(home, &meta.command_id),
             message: e.to_string(),
         })?;
-        write_private(&env_path(home, &meta.command_id), &text)?;
+        crate::atomic::write_private(&env_path(home, &meta.command_id), &text)?;
         meta.state = JobState::Pending;
         write_json(&job_path(home, &meta.command_id), &meta)?;
     }

@@ -30,7 +30,6 @@ use tokio::net::TcpListener;
 use crate::backend::local::error::LocalError;
 use crate::backend::local::home::{Home, read_json, write_json};
 use crate::error::{Error, Result};
-use crate::state::write_atomically;
 
 mod service;
 #[cfg(test)]
@@ -68,7 +67,7 @@ impl Keys {
         };
         let text = serde_json::to_vec_pretty(&keys)
             .map_err(|e| Error::StateCorrupt { path: path.clone(), message: e.to_string() })?;
-        crate::backend::local::home::write_private(&path, &text)?;
+        crate::atomic::write_private(&path, &text)?;
         Ok(keys)
     }
 }
@@ -300,7 +299,7 @@ fn serve_home(root: &Path, idle: Duration) -> Result<()> {
     let result = runtime.block_on(async {
         let listener = bind(&run).await?;
         let port = listener.local_addr().map_err(|e| Error::io("bind", "127.0.0.1", e))?.port();
-        write_atomically(&run.join("s3.port"), format!("{port}\n").as_bytes())?;
+        crate::atomic::write(&run.join("s3.port"), format!("{port}\n").as_bytes())?;
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let record = Record { pid: std::process::id(), port, started };
         write_json(&record_path, &record)?;
