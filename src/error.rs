@@ -135,18 +135,13 @@ pub enum Error {
     #[error("`{file}` is not a text file (invalid UTF-8 at byte {byte}); scripts hold one command per line")]
     NotText { file: String, byte: usize },
 
-    /// A transcript or tutorial file is not UTF-8 text; `line` is where the invalid bytes are.
-    #[error("`{file}` is not UTF-8 text (invalid byte at line {line}); save it as UTF-8")]
-    TranscriptNotText { file: String, line: usize },
-
     /// A file given as a script or a transcript looks binary (NUL bytes at `line`).
     #[error("`{file}` looks like a binary file (NUL bytes at line {line}); give a script or a markdown file")]
     BinaryFile { file: String, line: usize },
 
-    /// A transcript (a script, a tutorial page) breaks the format; `file` names it when it was read
-    /// from one.
-    #[error("{}{error}", file.as_ref().map(|f| format!("`{f}`: ")).unwrap_or_default())]
-    TranscriptSyntax { file: Option<String>, error: crate::transcript::ParseError },
+    /// A transcript (a script, a tutorial page) breaks the format.
+    #[error("{0}")]
+    TranscriptSyntax(crate::transcript::ParseError),
 
     /// `tutorial --from N` is past the tutorial's last step.
     #[error("--from {from} is past the last step (the tutorial has {total} step{}); use `--from {total}` or less", if *total == 1 { "" } else { "s" })]
@@ -431,9 +426,8 @@ impl Error {
             | Error::SweepActions { .. }
             | Error::ModeConflict { .. }
             | Error::NotText { .. }
-            | Error::TranscriptNotText { .. }
             | Error::BinaryFile { .. }
-            | Error::TranscriptSyntax { .. }
+            | Error::TranscriptSyntax(_)
             | Error::StepOutOfRange { .. }
             | Error::InvalidFaults(_) => 2,
             Error::Locked { .. } => 3,

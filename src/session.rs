@@ -140,7 +140,8 @@ impl Cloud {
         })
     }
 
-    /// Runs one backend call to completion; Ctrl-C abandons the wait for it (not the operation).
+    /// Runs one backend call to completion; Ctrl-C abandons the wait for it (not the operation),
+    /// and a transfer the backend stopped for Ctrl-C is [`Error::Interrupted`] too.
     pub(crate) fn call<T>(
         &self,
         op: &'static str,
@@ -148,7 +149,10 @@ impl Cloud {
     ) -> Result<T> {
         self.rt.block_on(async {
             tokio::select! {
-                r = fut => r.map_err(|source| Error::Backend { op, source }),
+                r = fut => r.map_err(|source| match source {
+                    BackendError::Interrupted => Error::Interrupted,
+                    source => Error::Backend { op, source },
+                }),
                 () = watch_interrupt() => Err(Error::Interrupted),
             }
         })

@@ -383,7 +383,7 @@ pub enum BackendError {
     /// A dry run would have succeeded (EC2's `DryRunOperation`).
     #[error("dry run succeeded: the request would have been accepted")]
     DryRunOk,
-    /// Ctrl-C stopped a transfer (see [`objstore::interrupted`]).
+    /// Ctrl-C stopped a transfer (the session reports it as `Error::Interrupted`).
     #[error("Interrupted: interrupted by Ctrl-C")]
     Interrupted,
     /// The local backend's own machinery failed (its container engine, its home's documents, a

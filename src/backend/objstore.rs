@@ -56,16 +56,6 @@ pub struct ObjectStore {
     unsigned_payload: bool,
 }
 
-/// The error of a transfer stopped by Ctrl-C.
-pub fn interrupted() -> BackendError {
-    BackendError::Interrupted
-}
-
-/// Whether `err` is [`interrupted`] (callers turn it into `Error::Interrupted`).
-pub fn is_interrupted(err: &BackendError) -> bool {
-    matches!(err, BackendError::Interrupted)
-}
-
 impl ObjectStore {
     /// A client of the local endpoint: its static key pair, path-style addressing, its region, no
     /// profile or environment lookup, short connect timeout and few retries (it is on loopback).
@@ -349,7 +339,7 @@ impl ObjectStore {
                     Some(Err(e)) => break Err(BackendError::Service { code: None, message: format!("a part upload failed: {e}") }),
                 },
                 _ = tick.tick() => if (self.interrupted)() {
-                    break Err(interrupted());
+                    break Err(BackendError::Interrupted);
                 }
             }
         };
@@ -506,7 +496,7 @@ impl ObjectStore {
                     Some(Err(e)) => break Err(BackendError::Service { code: None, message: format!("a ranged download failed: {e}") }),
                 },
                 _ = tick.tick() => if (self.interrupted)() {
-                    break Err(interrupted());
+                    break Err(BackendError::Interrupted);
                 }
             }
         };
@@ -521,7 +511,7 @@ impl ObjectStore {
         // At once: an interval's first tick is not always ready on the first poll (the timer
         // rounds its deadline up to the next millisecond), and a quick answer could win the race.
         if (self.interrupted)() {
-            return Err(interrupted());
+            return Err(BackendError::Interrupted);
         }
         let mut future = std::pin::pin!(future);
         let mut tick = tokio::time::interval(INTERRUPT_POLL);
@@ -529,7 +519,7 @@ impl ObjectStore {
             tokio::select! {
                 biased;
                 _ = tick.tick() => if (self.interrupted)() {
-                    return Err(interrupted());
+                    return Err(BackendError::Interrupted);
                 },
                 out = &mut future => return Ok(out),
             }
@@ -1116,7 +1106,7 @@ mod tests {
         let up = s.upload_file("alpha", "big2.bin", &local, &mut |_, _| {}).await;
 
         for result in [down_big, down_small, up] {
-            assert!(result.as_ref().is_err_and(is_interrupted), "{result:?}");
+            assert!(matches!(result, Err(BackendError::Interrupted)), "{result:?}");
         }
         let names: Vec<_> = fs::read_dir(f.tmp.path())
             .unwrap()

@@ -94,7 +94,7 @@ impl DevAmi {
         let given = a.str("local").filter(|l| !l.is_empty());
         let bucket = self.bucket()?;
         let cloud = self.cloud()?;
-        let objects = call(cloud, "listing the bucket", cloud.backend.list_objects(&bucket, &key))?;
+        let objects = cloud.call("listing the bucket", cloud.backend.list_objects(&bucket, &key))?;
         let name = key.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(&bucket);
 
         if let Some(object) = objects.iter().find(|o| o.key == key && !key.ends_with('/')) {
@@ -143,7 +143,7 @@ impl DevAmi {
         let prefix = a.str("prefix").unwrap_or("").to_string();
         let bucket = self.bucket()?;
         let cloud = self.cloud()?;
-        let objects = call(cloud, "listing the bucket", cloud.backend.list_objects(&bucket, &prefix))?;
+        let objects = cloud.call("listing the bucket", cloud.backend.list_objects(&bucket, &prefix))?;
         if objects.is_empty() {
             return Ok(Output::text(format!("s3://{bucket}/{prefix} is empty")));
         }
@@ -180,18 +180,6 @@ fn local_metadata(local: &Path) -> Result<std::fs::Metadata> {
     Ok(meta)
 }
 
-/// Runs one backend call; an object-store transfer stopped by Ctrl-C is [`Error::Interrupted`].
-fn call<T>(
-    cloud: &Cloud,
-    op: &'static str,
-    fut: impl Future<Output = std::result::Result<T, BackendError>>,
-) -> Result<T> {
-    cloud.call(op, fut).map_err(|e| match e {
-        Error::Backend { source, .. } if objstore::is_interrupted(&source) => Error::Interrupted,
-        other => other,
-    })
-}
-
 /// Moves `items` in one backend call, [`FILES_IN_FLIGHT`] files and [`BYTES_IN_FLIGHT`] at a
 /// time, with a progress bar when it is worth one. Stops at the first failure. Returns the bytes.
 fn transfer(cloud: &Cloud, bucket: &str, items: &[Item], direction: Direction) -> Result<u64> {
@@ -202,7 +190,7 @@ fn transfer(cloud: &Cloud, bucket: &str, items: &[Item], direction: Direction) -
         Direction::Up => "uploading",
         Direction::Down => "downloading",
     };
-    call(cloud, op, async {
+    cloud.call(op, async {
         let budget = Semaphore::new(permits(BYTES_IN_FLIGHT) as usize);
         let mut moved = stream::iter(items)
             .map(|item| move_one(backend, bucket, item, direction, &budget, &bar))

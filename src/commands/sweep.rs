@@ -167,13 +167,8 @@ impl Action {
     }
 }
 
-/// Whether an error says the image does not exist.
-fn image_not_found(e: &Error) -> bool {
-    matches!(e, Error::Backend { source: BackendError::NotFound { .. }, .. })
-}
-
-/// Whether an error says the instance does not exist.
-fn instance_not_found(e: &Error) -> bool {
+/// Whether an error says the instance or image asked about does not exist.
+fn not_found(e: &Error) -> bool {
     matches!(e, Error::Backend { source: BackendError::NotFound { .. }, .. })
 }
 
@@ -206,7 +201,7 @@ impl DevAmi {
                 self.note_instance(&inst);
                 "terminated outside this session"
             }
-            Err(e) if instance_not_found(&e) => {
+            Err(e) if not_found(&e) => {
                 self.record_gone(&id);
                 "the cloud has no trace of it"
             }
@@ -306,7 +301,7 @@ impl DevAmi {
                     swept.push(vanished(inst.state.as_str()));
                 }
                 Ok(inst) => swept.push(Swept::from_instance(&inst, knows)),
-                Err(e) if instance_not_found(&e) => swept.push(vanished("not found")),
+                Err(e) if not_found(&e) => swept.push(vanished("not found")),
                 Err(e) => return Err(e),
             }
         }
@@ -327,7 +322,7 @@ impl DevAmi {
                     self.note_pending_image(&img);
                     swept.push(Swept::from_image(&img, Knows::Tracked));
                 }
-                Err(e) if image_not_found(&e) => swept.push(vanished("not found")),
+                Err(e) if not_found(&e) => swept.push(vanished("not found")),
                 Err(e) => return Err(e),
             }
         }
@@ -426,7 +421,7 @@ impl DevAmi {
         // Also records the new state when the session's history has the instance.
         let state = match self.describe(id) {
             Ok(inst) => inst.state.to_string(),
-            Err(e) if instance_not_found(&e) => "terminated".into(),
+            Err(e) if not_found(&e) => "terminated".into(),
             Err(e) => return Err(e),
         };
         Ok(Output::text(format!("instance {id} is {state} (terminated by `sweep`)")))

@@ -41,9 +41,15 @@ pub(crate) struct FencedBlock {
 
 /// The fenced code blocks of a page given as lines (without their line ends), in order.
 pub(crate) fn fenced_blocks(lines: &[&str]) -> Vec<FencedBlock> {
+    scan(lines).0
+}
+
+/// The fenced code blocks of a page, and the 0-based line of an HTML comment that is never closed
+/// and holds a devami fence (CommonMark hides the rest of its container in such a comment).
+fn scan(lines: &[&str]) -> (Vec<FencedBlock>, Option<usize>) {
     // Every fenced block opens with a line holding a fence: without one, spare the parse.
     if !lines.iter().any(|l| l.contains("```") || l.contains("~~~")) {
-        return Vec::new();
+        return (Vec::new(), None);
     }
     let source = lines.join("\n");
     // pulldown-cmark also ends a line at a lone CR, which the format keeps inside the line: hide
@@ -54,8 +60,15 @@ pub(crate) fn fenced_blocks(lines: &[&str]) -> Vec<FencedBlock> {
     let line_of = |offset: usize| starts.partition_point(|&s| s <= offset).saturating_sub(1);
     let mut blocks = Vec::new();
     let mut open: Option<(usize, String)> = None;
+    let mut hiding_comment = None;
     for (event, range) in Parser::new_ext(&hidden, Options::empty()).into_offset_iter() {
         match event {
+            Event::Start(Tag::HtmlBlock) if hiding_comment.is_none() => {
+                let html = source.get(range.clone()).unwrap_or("");
+                if comment_left_open_over_fence(html) {
+                    hiding_comment = Some(line_of(range.start));
+                }
+            }
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(_))) => {
                 open = Some((range.start, String::new()))
             }
@@ -98,34 +111,37 @@ pub(crate) fn fenced_blocks(lines: &[&str]) -> Vec<FencedBlock> {
             _ => {}
         }
     }
-    blocks
+    (blocks, hiding_comment)
 }
 
-/// The 0-based line of an HTML comment that is never closed and so hides a devami fence after it
-/// (CommonMark runs such a comment to the end of the page): tutorials would lose steps silently.
-fn comment_hiding_blocks(lines: &[&str]) -> Option<usize> {
-    let opener = lines.iter().rposition(|l| l.contains("<!--"))?;
-    let rest = &lines[opener..];
-    if rest.iter().any(|l| l.contains("-->")) {
-        return None;
+/// Whether an HTML block is a comment that its author left open over a devami fence: no line
+/// closes it, or the line that does opens a comment of its own (the closer was meant for that
+/// one). A comment closed on purpose around a devami block is left alone.
+fn comment_left_open_over_fence(html: &str) -> bool {
+    if !html.trim_start().starts_with("<!--") {
+        return false;
     }
-    let hides = rest.iter().any(|l| {
+    let lines: Vec<&str> = html.lines().collect();
+    let closing = lines.iter().position(|l| l.contains("-->"));
+    let left_open = closing.is_none_or(|i| i > 0 && lines[i].contains("<!--"));
+    let fence = lines.iter().take(closing.unwrap_or(lines.len())).any(|l| {
         let t = l.trim_start();
         (t.starts_with("```") || t.starts_with("~~~"))
             && t.trim_start_matches(['`', '~']).trim_start().starts_with("devami")
     });
-    hides.then_some(opener)
+    left_open && fence
 }
 
 /// Parses a page given as lines (without their line ends).
 pub(super) fn parse(lines: &[&str]) -> Result<Transcript, ParseError> {
-    if let Some(line) = comment_hiding_blocks(lines) {
+    let (blocks, hiding_comment) = scan(lines);
+    if let Some(line) = hiding_comment {
         return Err(ParseError::UnclosedComment { line: line + 1 });
     }
     let mut steps: Vec<Step> = Vec::new();
     // The first line of the prose before the next block.
     let mut prose_from = 0;
-    for block in fenced_blocks(lines) {
+    for block in blocks {
         let unclosed = || ParseError::UnclosedFence { line: block.opening + 1, fence: block.fence.clone() };
         let Some(run) = devami_block(&block.info, block.opening + 1)? else {
             if block.end == BlockEnd::Page {
@@ -290,5 +306,15 @@ That's all.
         );
         let closed = "<!-- draft -->\n\n```devami\ndevami> status\n```\n";
         assert_eq!(super::parse(&closed.lines().collect::<Vec<_>>()).unwrap().steps.len(), 1);
+        // A later comment that closes does not close the first one.
+        let later = "<!-- a\n\n```devami\ndevami> status\n```\n\n<!-- b -->\n";
+        assert!(super::parse(&later.lines().collect::<Vec<_>>()).is_err());
+        // A devami block commented out on purpose is hidden, as the author meant.
+        let meant = "<!--\n```devami\ndevami> status\n```\n-->\n\n```devami\ndevami> help\n```\n";
+        assert_eq!(super::parse(&meant.lines().collect::<Vec<_>>()).unwrap().steps.len(), 1);
+        // `<!--` in a code span or in another code block is no comment.
+        let span =
+            "Write `<!--` to start a comment.\n\n```html\n<!--\n```\n\n```devami\ndevami> status\n```\n";
+        assert_eq!(super::parse(&span.lines().collect::<Vec<_>>()).unwrap().steps.len(), 1);
     }
 }

@@ -75,24 +75,6 @@ pub fn kind_for_path(path: &Path) -> Kind {
     }
 }
 
-/// Reads and parses a file, choosing the kind from its extension. Errors name the file.
-pub fn load(path: &Path) -> Result<Transcript, Error> {
-    let bytes = crate::regular::read(path).map_err(|e| Error::io("read", path, e))?;
-    let shown = path.display();
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            let line = line_of(&bytes, e.valid_up_to());
-            return Err(Error::TranscriptNotText { file: shown.to_string(), line });
-        }
-    };
-    if let Some(at) = binary_at(&bytes) {
-        return Err(binary_file(&shown.to_string(), &bytes, at));
-    }
-    parse(text, kind_for_path(path))
-        .map_err(|error| Error::TranscriptSyntax { file: Some(shown.to_string()), error })
-}
-
 /// Where bytes show that they are a binary file rather than text with a stray NUL: the first of
 /// two NUL bytes in a row (binary formats are full of them, text has none) or a NUL first byte.
 /// A lone NUL inside a line is left to the parser, which names it in the line's error.
@@ -155,7 +137,7 @@ pub enum ParseError {
 /// A parse error of text that was not read from a file (exit status 2).
 impl From<ParseError> for Error {
     fn from(error: ParseError) -> Error {
-        Error::TranscriptSyntax { file: None, error }
+        Error::TranscriptSyntax(error)
     }
 }
 
@@ -389,7 +371,7 @@ mod tests {
         let e = parse("status\ndevami> help\n", Kind::Script).unwrap_err();
         assert!(matches!(e, ParseError::TextBeforeInput { line: 1, block: None, .. }), "{e:?}");
         let e = Error::from(e);
-        assert!(matches!(e, Error::TranscriptSyntax { file: None, .. }));
+        assert!(matches!(e, Error::TranscriptSyntax(_)));
         assert_eq!(e.exit_code(), 2);
     }
 
@@ -404,29 +386,17 @@ mod tests {
     }
 
     #[test]
-    fn load_rejects_binary_and_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("junk.devami");
-        std::fs::write(&bin, b"status\n\x00\x01\xff").unwrap();
-        let e = load(&bin).unwrap_err().to_string();
-        assert!(e.contains("junk.devami") && e.contains("line 2"), "{e}");
-        std::fs::write(&bin, b"status\n\x7fELF\x02\x00\x00\x00").unwrap();
-        let e = load(&bin).unwrap_err().to_string();
-        assert!(e.contains("looks like a binary file (NUL bytes at line 2)"), "{e}");
-        // A lone NUL in a line is the line's problem, which the parser names.
-        std::fs::write(&bin, b"devami> status\x00\nout\n").unwrap();
-        assert_eq!(load(&bin).unwrap().steps[0].input, "status\0");
+    fn binary_bytes_are_found() {
         assert_eq!(binary_at(b"\0"), Some(0));
         assert_eq!(binary_at(b"ab\0c\0\0"), Some(4));
         assert_eq!(binary_at(b"ab\0c"), None);
-        let bad = dir.path().join("bad.md");
-        std::fs::write(&bad, b"ok\n\xff\xfe").unwrap();
-        let e = load(&bad).unwrap_err().to_string();
-        assert!(e.contains("bad.md") && e.contains("UTF-8"), "{e}");
-        let md = dir.path().join("t.md");
-        std::fs::write(&md, "```devami\nnope\n```\n").unwrap();
-        let e = load(&md).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("`{}`: line 2", md.display())), "{e}");
+        // A lone NUL in a line is the line's problem, which the parser names.
+        assert_eq!(parse("devami> status\0\nout\n", Kind::Script).unwrap().steps[0].input, "status\0");
+        let e = binary_file("junk.devami", b"status\n\x7fELF\x02\x00\x00\x00", 10).to_string();
+        assert_eq!(
+            e,
+            "`junk.devami` looks like a binary file (NUL bytes at line 2); give a script or a markdown file"
+        );
     }
 
     #[test]

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::moto::{ACCESS_KEY, Moto, Proxy, REGION, SECRET_KEY, Seed, Seeded, clean_aws_env};
-use crate::support::{Background, Scratch, all, text};
-// Shared helpers (in support.rs) that other test files import from here.
-use crate::support::{assert_failed_cleanly, error_line, no_panic, poll, read_state};
+use crate::support::{
+    Background, Scratch, all, assert_failed_cleanly, error_line, no_panic, poll, read_state, text,
+};
 
 /// A scratch folder with a blueprint named like its bucket, and a seeded moto behind it.
 pub(crate) struct Aws {

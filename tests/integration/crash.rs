@@ -981,8 +981,7 @@ fn sigkill_at_random_moments_of_update_blueprint_keeps_the_blueprint_whole() {
         let out = l.run(&both);
         no_panic(&out);
         assert_eq!(out.status.code(), Some(1), "update_blueprint beside git locks {locks:?}:\n{}", all(&out));
-        let error =
-            text(&out.stderr).lines().find(|l| l.starts_with("error:")).unwrap_or_default().to_string();
+        let error = crate::support::error_line(&out);
         assert_stale_lock_error(&error, &locks);
         assert_eq!(std::fs::read(bp.join("stack_config_template.json")).unwrap(), blueprint_before);
         assert_eq!(

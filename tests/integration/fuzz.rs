@@ -236,6 +236,10 @@ where
             started.elapsed().as_secs_f64()
         );
         match result {
+            // Past the limit, the children pass the cases left without checking them.
+            Ok(()) if started.elapsed() >= RUN_LIMIT => panic!(
+                "fuzz harness `{harness}` ran past its {RUN_LIMIT:?} limit: the cases after it were not checked"
+            ),
             Ok(()) => return,
             Err(TestError::Abort(reason)) => panic!("fuzz harness `{harness}` aborted: {reason}"),
             Err(TestError::Fail(_, case)) => panic!(

@@ -615,7 +615,10 @@ impl Engine {
         let mut attempt = 0;
         let list = loop {
             match self.docker.list_containers(Some(opts.clone())).await {
-                Err(e) if attempt < LIST_RETRIES && removed_while_listing(&e) => attempt += 1,
+                Err(e) if attempt < LIST_RETRIES && removed_while_listing(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+                }
                 listed => break listed.map_err(|e| engine_err("listing containers", e))?,
             }
         };
@@ -832,6 +835,19 @@ fn start_podman_service(home: &Home, podman: &Path, sock: &Path) -> Result<(), L
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_container_removed_mid_list_is_retried() {
+        let server = |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.to_string(),
+        };
+        let race = "getting container from store \"573d04\": container not known";
+        assert!(removed_while_listing(&server(500, race)));
+        assert!(removed_while_listing(&server(404, "no such container")));
+        assert!(!removed_while_listing(&server(500, "database is locked")));
+        assert!(!removed_while_listing(&server(403, "permission denied")));
+    }
 
     #[test]
     fn references_split_at_the_tag_not_the_port() {

@@ -96,15 +96,10 @@ impl LocalError {
     pub fn crossing_text(&self) -> String {
         match self {
             LocalError::EngineNotFound { .. } => format!("NotFound: {self}"),
-            LocalError::Home(inner) => {
-                let mut text = inner.to_string();
-                let mut source = std::error::Error::source(inner.as_ref());
-                while let Some(s) = source {
-                    text.push_str(&format!("\n  caused by: {s}"));
-                    source = s.source();
-                }
-                text.trim_end().to_string()
-            }
+            LocalError::Home(inner) => crate::console::render_error(inner.as_ref())
+                .trim_end()
+                .trim_start_matches("error: ")
+                .to_string(),
             other => {
                 let mut text = other.to_string();
                 let mut source = std::error::Error::source(other);

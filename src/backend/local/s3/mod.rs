@@ -76,6 +76,9 @@ pub const REGION: &str = "us-east-1";
 /// The daemon exits after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Where writes whose sidecar names would be too long are staged (not a valid bucket name, so
+/// no client can address it and `ListBuckets` skips it).
+const STAGING: &str = ".devami-staging";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 

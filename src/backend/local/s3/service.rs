@@ -18,14 +18,12 @@ use s3s::dto;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 use super::Activity;
+use super::STAGING;
 use super::uploads::{LatePart, Uploads, abort_files, sweep, upload_files};
 use crate::backend::local::error::LocalError;
 use crate::backend::local::home::Home;
 use crate::error::{Error, Result};
 
-/// Where writes whose sidecar names would be too long are staged (not a valid bucket name, so
-/// no client can address it and `ListBuckets` skips it).
-pub(super) const STAGING: &str = ".devami-staging";
 /// The longest file name the file system takes.
 const NAME_MAX: usize = 255;
 

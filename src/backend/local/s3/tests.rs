@@ -1,7 +1,7 @@
 //! Tests that go through the whole endpoint (served in-process, or as the daemon), and the
 //! [`fixture`] other modules' tests serve their buckets with.
 
-use super::service::{STAGING, sidecar_name, sidecar_too_long};
+use super::service::{sidecar_name, sidecar_too_long};
 use super::uploads::upload_of;
 use super::*;
 use crate::backend::BackendError;

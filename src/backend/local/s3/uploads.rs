@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::service::STAGING;
+use super::STAGING;
 
 /// An unfinished multipart upload without activity (its creation, a part) for this long was
 /// abandoned by its client (killed mid-upload, it aborts nothing), and the endpoint aborts it:
